@@ -1,0 +1,471 @@
+//! The configuration tree: one [`Config`] with defaults, read from TOML.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), so a typo never silently
+//! falls back to a default. `swarmgate config` prints [`DEFAULT_CONFIG_TOML`],
+//! which a unit test keeps identical to [`Config::default`], key for key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP tracker frontend.
+    pub http: HttpConfig,
+    /// The UDP tracker frontend.
+    pub udp: UdpConfig,
+    /// The operators' listener (health, later metrics).
+    pub admin: AdminConfig,
+    /// Announce intervals, peer lifetime and reply limits.
+    pub announce: AnnounceConfig,
+    /// Who may announce.
+    pub auth: AuthConfig,
+    /// Network topology for locality-aware peer handout.
+    pub locality: LocalityConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP announces and scrapes.
+    pub enabled: bool,
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Reverse proxies whose `X-Forwarded-For` (and `ip`/`ipv4`/`ipv6` parameters) are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 6969)),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[udp]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// Serve BEP 15 UDP announces (not in this build yet: enabling it is refused at start).
+    pub enabled: bool,
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 6969)),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the operators' listener (`/healthz`); keep it off the public network.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6970)),
+        }
+    }
+}
+
+/// `[announce]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceConfig {
+    /// How often clients are told to re-announce.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The shortest re-announce interval clients are told to respect.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// How long a peer stays listed after its last announce; longer than `interval`.
+    #[serde(with = "humantime_serde")]
+    pub peer_lifetime: Duration,
+    /// How often expired peers and empty swarms are swept out.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_interval: Duration,
+    /// Peers handed out when a client does not say how many it wants.
+    pub default_numwant: u32,
+    /// The most peers handed out in one reply, whatever the client asks.
+    pub max_numwant: u32,
+    /// The most infohashes answered in one scrape.
+    pub max_scrape_infohashes: u32,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            min_interval: Duration::from_secs(30),
+            peer_lifetime: Duration::from_secs(150),
+            cleanup_interval: Duration::from_secs(30),
+            default_numwant: 50,
+            max_numwant: 200,
+            max_scrape_infohashes: 50,
+        }
+    }
+}
+
+/// How announces are authorised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Only infohashes approved by a registry-signed JWT (not in this build yet).
+    Jwt,
+    /// Anyone may announce any infohash: a public tracker.
+    #[default]
+    Open,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"jwt"` or `"open"`.
+    pub mode: AuthMode,
+}
+
+/// `[locality]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalityConfig {
+    /// IPv4 peers sharing this many leading bits are in one subnet (rack).
+    pub ipv4_prefix: u8,
+    /// IPv6 peers sharing this many leading bits are in one subnet.
+    pub ipv6_prefix: u8,
+    /// Operator-written topology; the longest matching prefix wins.
+    pub sites: Vec<Site>,
+}
+
+impl Default for LocalityConfig {
+    fn default() -> Self {
+        Self {
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+            sites: Vec::new(),
+        }
+    }
+}
+
+/// One `[[locality.sites]]` entry: the addresses of one zone in one region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Addresses of the site, e.g. `"10.1.0.0/16"`.
+    pub cidr: IpNet,
+    /// Zone name (e.g. an availability zone).
+    pub zone: String,
+    /// Region name.
+    pub region: String,
+}
+
+/// The configuration `swarmgate config` prints: every key, its default, and what it does.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# swarmgate configuration. Every key is optional; shown here with its default.
+# Durations are written like "90s", "5m", "1h".
+
+[http]
+# Serve HTTP announces (/announce) and scrapes (/scrape).
+enabled = true
+# Address and port to listen on.
+listen = "0.0.0.0:6969"
+# Reverse proxies (CIDRs) whose X-Forwarded-For header, and whose clients'
+# ip/ipv4/ipv6 parameters, are believed. The client is the rightmost
+# X-Forwarded-For address that is not itself a trusted proxy.
+# Example: trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32"]
+trusted_proxies = []
+
+[udp]
+# Serve BEP 15 UDP announces. Not in this build yet: enabling it is refused at start.
+enabled = false
+# Address and port to listen on.
+listen = "0.0.0.0:6969"
+
+[admin]
+# The operators' listener (GET /healthz). Keep it off the public network.
+listen = "127.0.0.1:6970"
+
+[announce]
+# How often clients are told to re-announce.
+interval = "60s"
+# The shortest re-announce interval clients are told to respect.
+min_interval = "30s"
+# How long a peer stays listed after its last announce. Must exceed interval.
+peer_lifetime = "150s"
+# How often expired peers and empty swarms are swept out.
+cleanup_interval = "30s"
+# Peers handed out when a client does not say how many it wants.
+default_numwant = 50
+# The most peers handed out in one reply, whatever the client asks.
+max_numwant = 200
+# The most infohashes answered in one scrape.
+max_scrape_infohashes = 50
+
+[auth]
+# "open": anyone may announce any infohash (a public tracker).
+# "jwt": only infohashes approved by a registry-signed token (not in this build yet).
+mode = "open"
+
+[locality]
+# IPv4 peers sharing this many leading address bits are in one subnet (rack).
+ipv4_prefix = 24
+# IPv6 peers sharing this many leading address bits are in one subnet.
+ipv6_prefix = 64
+# The operator's topology, one [[locality.sites]] table per site; the longest
+# matching prefix wins. Example:
+#   [[locality.sites]]
+#   cidr = "10.1.0.0/16"
+#   zone = "us-east-1a"
+#   region = "us-east-1"
+sites = []
+"#;
+
+/// Why a configuration cannot be used. The message names the file, key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is well-formed but unusable.
+    #[error("invalid config file {path}: {key}{line}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The dotted key, e.g. `announce.min_interval`.
+        key: &'static str,
+        /// ` (line N)` when the key was found in the file, else empty.
+        line: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &display)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: error.to_string().trim_end().to_owned(),
+        })?;
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                path: origin.to_owned(),
+                key,
+                line: line_of(text, key)
+                    .map(|n| format!(" (line {n})"))
+                    .unwrap_or_default(),
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks relations between values that types alone cannot express.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let announce = &self.announce;
+        if announce.interval.is_zero() {
+            return Err(("announce.interval", "must be more than zero".into()));
+        }
+        if announce.min_interval > announce.interval {
+            return Err((
+                "announce.min_interval",
+                "must not exceed announce.interval".into(),
+            ));
+        }
+        if announce.peer_lifetime <= announce.interval {
+            return Err((
+                "announce.peer_lifetime",
+                "must exceed announce.interval, or peers vanish between their announces".into(),
+            ));
+        }
+        if announce.cleanup_interval.is_zero() {
+            return Err(("announce.cleanup_interval", "must be more than zero".into()));
+        }
+        if announce.default_numwant > announce.max_numwant {
+            return Err((
+                "announce.default_numwant",
+                "must not exceed announce.max_numwant".into(),
+            ));
+        }
+        if announce.max_scrape_infohashes == 0 {
+            return Err((
+                "announce.max_scrape_infohashes",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.locality.ipv4_prefix > 32 {
+            return Err(("locality.ipv4_prefix", "must be 0 to 32".into()));
+        }
+        if self.locality.ipv6_prefix > 128 {
+            return Err(("locality.ipv6_prefix", "must be 0 to 128".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line on which `section.key` is set, if it can be found.
+fn line_of(text: &str, dotted_key: &str) -> Option<usize> {
+    let (section, key) = dotted_key.rsplit_once('.')?;
+    let mut current = "";
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim_matches(['[', ']']).trim();
+        } else if current == section
+            && line
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(number + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn key_paths(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        if let toml::Value::Table(table) = value {
+            for (key, child) in table {
+                let path = format!("{prefix}{key}");
+                key_paths(child, &format!("{path}."), out);
+                out.insert(path);
+            }
+        }
+    }
+
+    #[test]
+    fn printed_default_is_the_real_default_key_for_key() {
+        let parsed = Config::from_toml(DEFAULT_CONFIG_TOML, "default").expect("default parses");
+        assert_eq!(parsed, Config::default());
+
+        let mut printed = BTreeSet::new();
+        key_paths(
+            &toml::from_str(DEFAULT_CONFIG_TOML).expect("toml"),
+            "",
+            &mut printed,
+        );
+        let mut real = BTreeSet::new();
+        key_paths(
+            &toml::Value::try_from(Config::default()).expect("serialises"),
+            "",
+            &mut real,
+        );
+        assert_eq!(printed, real, "the printed default must list every key");
+    }
+
+    #[test]
+    fn every_printed_key_has_a_comment_above_it() {
+        let lines: Vec<&str> = DEFAULT_CONFIG_TOML.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains(" = ") && !line.starts_with('#') {
+                assert!(
+                    i > 0 && lines[i - 1].starts_with('#'),
+                    "no comment above `{line}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_file_means_defaults_and_sites_parse() {
+        assert_eq!(
+            Config::from_toml("", "x").expect("empty ok"),
+            Config::default()
+        );
+        let text = r#"
+[http]
+trusted_proxies = ["10.0.0.0/8", "::1/128"]
+[[locality.sites]]
+cidr = "10.1.0.0/16"
+zone = "a"
+region = "r"
+"#;
+        let config = Config::from_toml(text, "x").expect("valid");
+        assert_eq!(config.http.trusted_proxies.len(), 2);
+        assert_eq!(config.locality.sites[0].zone, "a");
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let unknown = Config::from_toml(
+            "[announce]\ninterval = \"60s\"\nintervall = \"5s\"\n",
+            "f.toml",
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(
+            unknown.contains("f.toml")
+                && unknown.contains("line 3")
+                && unknown.contains("intervall"),
+            "{unknown}"
+        );
+
+        let bad_duration = Config::from_toml("[announce]\ninterval = \"soon\"\n", "f.toml")
+            .expect_err("bad duration")
+            .to_string();
+        assert!(
+            bad_duration.contains("line 2") && bad_duration.contains("interval"),
+            "{bad_duration}"
+        );
+
+        let relation = Config::from_toml(
+            "[announce]\ninterval = \"60s\"\nmin_interval = \"2m\"\n",
+            "f.toml",
+        )
+        .expect_err("min > interval")
+        .to_string();
+        assert_eq!(
+            relation,
+            "invalid config file f.toml: announce.min_interval (line 3): must not exceed announce.interval"
+        );
+
+        let bad_cidr = Config::from_toml("[http]\ntrusted_proxies = [\"10.0.0.0/99\"]\n", "f.toml")
+            .expect_err("bad cidr")
+            .to_string();
+        assert!(bad_cidr.contains("line 2"), "{bad_cidr}");
+    }
+}

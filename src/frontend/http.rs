@@ -1,0 +1,305 @@
+//! The HTTP frontend: `GET /announce` and `GET /scrape` (BEP 3, 7, 23, 48).
+//!
+//! Every reply is HTTP 200 with a bencoded body, failures included, because
+//! BitTorrent clients only read the body of a 200.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ipnet::IpNet;
+use tower::ServiceExt;
+
+use super::client_ip;
+use crate::config::Config;
+use crate::protocol::query::{self, AnnounceEvent, AnnounceQuery};
+use crate::protocol::reply::{self, AnnounceReply, PeerFormat, ScrapeCounts};
+use crate::swarm::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
+use crate::tracker::{BoxedTracker, RequestKind, TrackerRequest, TrackerResponse};
+
+/// The parts of the configuration the HTTP frontend reads per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `interval` in replies, seconds.
+    pub interval: u32,
+    /// `min interval` in replies, seconds.
+    pub min_interval: u32,
+    /// Peers handed out when the client names no `numwant`.
+    pub default_numwant: u32,
+    /// Upper bound on `numwant`.
+    pub max_numwant: u32,
+    /// Upper bound on infohashes per scrape.
+    pub max_scrape_infohashes: usize,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl HttpSettings {
+    /// Takes the HTTP frontend's settings from the configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        Self {
+            interval: secs(config.announce.interval),
+            min_interval: secs(config.announce.min_interval),
+            default_numwant: config.announce.default_numwant,
+            max_numwant: config.announce.max_numwant,
+            max_scrape_infohashes: config.announce.max_scrape_infohashes as usize,
+            trusted_proxies: config.http.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    service: BoxedTracker,
+    settings: Arc<HttpSettings>,
+}
+
+impl HttpState {
+    /// State for [`app`]: the tracker service to call and the settings to apply.
+    pub fn new(service: BoxedTracker, settings: HttpSettings) -> Self {
+        Self {
+            service,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+/// The tracker's HTTP routes. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn app(state: HttpState) -> Router {
+    Router::new()
+        .route("/announce", get(announce))
+        .route("/scrape", get(scrape))
+        .with_state(state)
+}
+
+async fn announce(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let query = uri.query().unwrap_or("").as_bytes();
+    let body = match build_announce(&state.settings, peer.ip(), &headers, query) {
+        Ok((request, format)) => match state.service.clone().oneshot(request).await {
+            Ok(TrackerResponse::Announce(response)) => reply::announce(
+                &AnnounceReply {
+                    interval: state.settings.interval,
+                    min_interval: state.settings.min_interval,
+                    complete: response.stats.complete,
+                    incomplete: response.stats.incomplete,
+                    format,
+                },
+                response.peers.iter().map(|peer| (peer.id.0, peer.addr)),
+            ),
+            Ok(TrackerResponse::Scrape(_)) => internal_error("announce"),
+            Err(rejection) => {
+                tracing::debug!(%peer, cause = rejection.cause, "announce rejected");
+                reply::failure(&rejection.reason)
+            }
+        },
+        Err(error) => {
+            tracing::debug!(%peer, %error, "malformed announce");
+            reply::failure(&error.to_string())
+        }
+    };
+    bencoded(body)
+}
+
+async fn scrape(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let query = uri.query().unwrap_or("").as_bytes();
+    let body = match query::parse_scrape(query, state.settings.max_scrape_infohashes) {
+        Ok(parsed) => {
+            let request = TrackerRequest {
+                kind: RequestKind::Scrape(ScrapeRequest {
+                    info_hashes: parsed.info_hashes.into_iter().map(InfoHash).collect(),
+                }),
+                token: token(query, &headers),
+            };
+            match state.service.clone().oneshot(request).await {
+                Ok(TrackerResponse::Scrape(response)) => {
+                    reply::scrape(response.files.iter().map(|(hash, stats)| {
+                        let counts = ScrapeCounts {
+                            complete: stats.complete,
+                            downloaded: stats.downloaded,
+                            incomplete: stats.incomplete,
+                        };
+                        (hash.0, counts)
+                    }))
+                }
+                Ok(TrackerResponse::Announce(_)) => internal_error("scrape"),
+                Err(rejection) => {
+                    tracing::debug!(%peer, cause = rejection.cause, "scrape rejected");
+                    reply::failure(&rejection.reason)
+                }
+            }
+        }
+        Err(error) => reply::failure(&error.to_string()),
+    };
+    bencoded(body)
+}
+
+/// Turns a parsed query into the protocol-agnostic request, plus how to write the peers.
+fn build_announce(
+    settings: &HttpSettings,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    query: &[u8],
+) -> Result<(TrackerRequest, PeerFormat), query::QueryError> {
+    let parsed = query::parse_announce(query)?;
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(HeaderValue::as_bytes);
+    let client = client_ip::resolve(peer, forwarded, &settings.trusted_proxies);
+    let ip = if client.via_trusted_proxy {
+        claimed_ip(&parsed).unwrap_or(client.ip)
+    } else {
+        client.ip
+    };
+    let format = if parsed.compact {
+        PeerFormat::Compact
+    } else {
+        PeerFormat::Dictionaries {
+            with_peer_ids: !parsed.no_peer_id,
+        }
+    };
+    let numwant = parsed
+        .numwant
+        .unwrap_or(settings.default_numwant)
+        .min(settings.max_numwant) as usize;
+    let request = TrackerRequest {
+        kind: RequestKind::Announce(AnnounceRequest {
+            info_hash: InfoHash(parsed.info_hash),
+            peer_id: PeerId(parsed.peer_id),
+            addr: SocketAddr::new(ip.to_canonical(), parsed.port),
+            event: match parsed.event {
+                AnnounceEvent::None => Event::None,
+                AnnounceEvent::Started => Event::Started,
+                AnnounceEvent::Completed => Event::Completed,
+                AnnounceEvent::Stopped => Event::Stopped,
+                AnnounceEvent::Paused => Event::Paused,
+            },
+            left: parsed.left,
+            numwant,
+        }),
+        token: token(query, headers),
+    };
+    Ok((request, format))
+}
+
+/// The address a client behind a trusted proxy claims: `ip`, else `ipv4`, else `ipv6`.
+fn claimed_ip(parsed: &AnnounceQuery<'_>) -> Option<IpAddr> {
+    parsed
+        .ip
+        .or(parsed.ipv4.map(IpAddr::V4))
+        .or(parsed.ipv6.map(IpAddr::V6))
+}
+
+/// The bearer token: the `jwt` parameter, else an `Authorization: Bearer` header.
+fn token(query: &[u8], headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = query::param(query, "jwt") {
+        return Some(String::from_utf8_lossy(&value).into_owned());
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn internal_error(what: &str) -> Vec<u8> {
+    tracing::error!(
+        what,
+        "tracker service answered with the wrong kind of response"
+    );
+    reply::failure("internal error")
+}
+
+fn bencoded(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(trusted: &[&str]) -> HttpSettings {
+        HttpSettings {
+            trusted_proxies: trusted.iter().map(|t| t.parse().expect("net")).collect(),
+            ..HttpSettings::from_config(&Config::default())
+        }
+    }
+
+    const QUERY: &str = "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881\
+&uploaded=0&downloaded=0&left=1&ip=198.51.100.4&numwant=1000";
+
+    fn announce_of(request: TrackerRequest) -> AnnounceRequest {
+        match request.kind {
+            RequestKind::Announce(announce) => announce,
+            RequestKind::Scrape(_) => panic!("not an announce"),
+        }
+    }
+
+    #[test]
+    fn ip_parameter_is_believed_only_from_trusted_proxies() {
+        let peer: IpAddr = "10.1.1.1".parse().expect("ip");
+        let (untrusted, _) =
+            build_announce(&settings(&[]), peer, &HeaderMap::new(), QUERY.as_bytes()).expect("ok");
+        assert_eq!(
+            announce_of(untrusted).addr,
+            "10.1.1.1:6881".parse().expect("addr")
+        );
+        let (trusted, _) = build_announce(
+            &settings(&["10.0.0.0/8"]),
+            peer,
+            &HeaderMap::new(),
+            QUERY.as_bytes(),
+        )
+        .expect("ok");
+        assert_eq!(
+            announce_of(trusted).addr,
+            "198.51.100.4:6881".parse().expect("addr")
+        );
+    }
+
+    #[test]
+    fn numwant_is_clamped_and_token_found_in_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc.def"),
+        );
+        let peer: IpAddr = "127.0.0.1".parse().expect("ip");
+        let (request, format) =
+            build_announce(&settings(&[]), peer, &headers, QUERY.as_bytes()).expect("ok");
+        assert_eq!(request.token.as_deref(), Some("abc.def"));
+        assert_eq!(format, PeerFormat::Compact);
+        assert_eq!(announce_of(request).numwant, 200);
+
+        let with_param = format!("{QUERY}&jwt=from.query&compact=0&no_peer_id=1");
+        let (request, format) =
+            build_announce(&settings(&[]), peer, &headers, with_param.as_bytes()).expect("ok");
+        assert_eq!(
+            request.token.as_deref(),
+            Some("from.query"),
+            "the query parameter wins"
+        );
+        assert_eq!(
+            format,
+            PeerFormat::Dictionaries {
+                with_peer_ids: false
+            }
+        );
+    }
+}

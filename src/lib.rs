@@ -1,0 +1,25 @@
+//! swarmgate: a BitTorrent tracker that serves a container registry's layer
+//! torrents to deploy agents.
+//!
+//! # Map
+//!
+//! Data flows one way: bytes → [`protocol`] → request → tracker service
+//! (later behind the gateway) → [`swarm`] → response → [`protocol`] → bytes.
+//!
+//! - [`protocol`]: pure wire formats (query strings, bencoded replies).
+//! - [`frontend`]: sockets. The HTTP router and client-address resolution.
+//! - [`tracker`]: the protocol-agnostic [`tracker::TrackerRequest`] and the tower
+//!   service that answers it from the engine; the seam where the gateway layer goes.
+//! - [`swarm`]: the engine. Swarms, peers, handout, expiry; pure, takes time and RNG.
+//! - [`config`]: the TOML configuration with its printed defaults.
+//! - [`admin`]: the operators' listener.
+//! - [`server`]: startup wiring and graceful shutdown; [`cli`]: the command line.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod frontend;
+pub mod protocol;
+pub mod server;
+pub mod swarm;
+pub mod tracker;

@@ -1,0 +1,158 @@
+//! Startup wiring: builds the engine and the tracker service, binds every
+//! listener, runs the frontends and the expiry sweep, and stops them together.
+//!
+//! [`start`] returns once every socket is bound, so callers (the binary, and
+//! tests binding port 0) know the real addresses before the first request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin;
+use crate::config::{AuthMode, Config};
+use crate::frontend::http::{self, HttpSettings, HttpState};
+use crate::swarm::{Engine, EngineConfig};
+use crate::tracker::TrackerService;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration asks for something this build does not have yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// A running tracker.
+pub struct Server {
+    /// Where the HTTP frontend listens, if enabled.
+    pub http_addr: Option<SocketAddr>,
+    /// Where the admin listener listens.
+    pub admin_addr: SocketAddr,
+    /// The swarm engine, for inspection.
+    pub engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    if config.auth.mode == AuthMode::Jwt {
+        return Err(StartError::Unsupported(
+            "auth.mode = \"jwt\" is not available in this build yet; set auth.mode = \"open\"",
+        ));
+    }
+    if config.udp.enabled {
+        return Err(StartError::Unsupported(
+            "udp.enabled = true, but this build has no UDP frontend yet; set udp.enabled = false",
+        ));
+    }
+
+    let engine = Arc::new(Engine::new(EngineConfig {
+        peer_lifetime: config.announce.peer_lifetime,
+        ..EngineConfig::default()
+    }));
+    let service = TrackerService::new(engine.clone()).boxed();
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    let http_addr = if config.http.enabled {
+        let listener = bind("http", config.http.listen).await?;
+        let addr = local_addr("http", config.http.listen, &listener)?;
+        let router = http::app(HttpState::new(service, HttpSettings::from_config(&config)));
+        let mut stopped = stopped.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP frontend failed");
+            }
+        });
+        Some(addr)
+    } else {
+        None
+    };
+
+    let admin_listener = bind("admin", config.admin.listen).await?;
+    let admin_addr = local_addr("admin", config.admin.listen, &admin_listener)?;
+    let mut admin_stopped = stopped.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(admin_listener, admin::app())
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "admin listener failed");
+        }
+    });
+
+    let sweeper = engine.clone();
+    let period = config.announce.cleanup_interval;
+    let mut sweep_stopped = stopped;
+    tasks.spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    let began = Instant::now();
+                    let stats = sweeper.purge_expired(began);
+                    tracing::debug!(?stats, took = ?began.elapsed(), "expired peers swept");
+                }
+                _ = sweep_stopped.wait_for(|stop| *stop) => break,
+            }
+        }
+    });
+
+    Ok(Server {
+        http_addr,
+        admin_addr,
+        engine,
+        stop,
+        tasks,
+    })
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish, and waits for every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    addr: SocketAddr,
+    listener: &TcpListener,
+) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}

@@ -1,0 +1,18 @@
+//! The swarm engine: every torrent's peers, kept in memory, and the policy that
+//! decides which of them an announcer is handed.
+//!
+//! Pure on purpose: no sockets, no runtime, no clock. Callers pass the time
+//! (`now`) and a random number generator, so every behaviour here is
+//! deterministic under test. Frontends translate their wire formats into
+//! [`AnnounceRequest`] / [`ScrapeRequest`] and back.
+
+mod engine;
+mod sample;
+mod types;
+
+pub use engine::{Engine, EngineConfig, PurgeStats};
+pub use sample::sample_indices;
+pub use types::{
+    AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, InfoHashParseError, PeerId,
+    ScrapeRequest, ScrapeResponse, SwarmStats,
+};

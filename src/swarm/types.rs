@@ -1,0 +1,175 @@
+//! The vocabulary of the engine: identifiers, requests and responses.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A torrent's v1 infohash: the SHA-1 of its bencoded `info` dictionary.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHash(pub [u8; 20]);
+
+/// Why a string is not a hex infohash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an infohash is 40 hexadecimal characters")]
+pub struct InfoHashParseError;
+
+impl InfoHash {
+    /// Parses 40 hex digits, upper or lower case.
+    pub fn from_hex(hex_digits: &str) -> Result<Self, InfoHashParseError> {
+        let mut bytes = [0u8; 20];
+        hex::decode_to_slice(hex_digits, &mut bytes).map_err(|_| InfoHashParseError)?;
+        Ok(Self(bytes))
+    }
+
+    /// Lowercase hex, the form registries put in tokens and operators read in logs.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({self})")
+    }
+}
+
+/// The 20-byte id a client picks for itself; unique per client session.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerId(pub [u8; 20]);
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Peer ids start with a printable client tag (`-lt2080-`); show that part.
+        write!(f, "PeerId(\"{}\")", self.0.escape_ascii())
+    }
+}
+
+/// What the announcer says just happened (BEP 3, plus `paused` from BEP 21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Event {
+    /// A regular re-announce.
+    #[default]
+    None,
+    /// The first announce of a download.
+    Started,
+    /// The download finished; counted once per peer in `downloaded`.
+    Completed,
+    /// The client is leaving the swarm; the peer is removed.
+    Stopped,
+    /// BEP 21 partial seed: uploads, will not download more, so needs no seeders.
+    Paused,
+}
+
+/// An announce, already parsed and authorised, in the terms the engine needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceRequest {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// The announcing client.
+    pub peer_id: PeerId,
+    /// Where other peers reach the announcer (its address as the tracker resolved it).
+    pub addr: SocketAddr,
+    /// What happened.
+    pub event: Event,
+    /// Bytes the announcer still needs; 0 makes it a seeder.
+    pub left: u64,
+    /// How many peers to hand out (already clamped by the caller's limits).
+    pub numwant: usize,
+}
+
+impl AnnounceRequest {
+    /// Whether this announcer needs no seeders: it has everything, or (BEP 21) wants nothing more.
+    pub fn is_seeder(&self) -> bool {
+        self.left == 0 || self.event == Event::Paused
+    }
+}
+
+/// One peer handed to an announcer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoutPeer {
+    /// The peer's id (only written in non-compact replies).
+    pub id: PeerId,
+    /// Where to connect.
+    pub addr: SocketAddr,
+}
+
+/// Counts for one swarm, as announce and scrape replies carry them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SwarmStats {
+    /// Seeders (`complete`).
+    pub complete: u32,
+    /// Leechers (`incomplete`).
+    pub incomplete: u32,
+    /// Completed downloads counted since the swarm appeared (`downloaded`): a
+    /// `completed` event, or a listed leecher reporting nothing left. Kept
+    /// until the swarm has been empty for a peer lifetime.
+    pub downloaded: u32,
+}
+
+/// The engine's answer to an announce.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnnounceResponse {
+    /// The swarm's counts after this announce.
+    pub stats: SwarmStats,
+    /// Peers for the announcer, never the announcer itself.
+    pub peers: Vec<HandoutPeer>,
+}
+
+/// A scrape: counts for one or more torrents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrapeRequest {
+    /// The torrents asked about, in the order asked.
+    pub info_hashes: Vec<InfoHash>,
+}
+
+/// The engine's answer to a scrape; unknown torrents get zero counts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScrapeResponse {
+    /// One entry per distinct infohash asked about, in the order asked.
+    pub files: Vec<(InfoHash, SwarmStats)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infohash_hex_round_trip_accepts_both_cases() {
+        let lower = "0123456789abcdef0123456789abcdef01234567";
+        let hash = InfoHash::from_hex(lower).expect("valid hex");
+        assert_eq!(hash.to_hex(), lower);
+        assert_eq!(hash.to_string(), lower);
+        assert_eq!(InfoHash::from_hex(&lower.to_uppercase()), Ok(hash));
+        assert_eq!(InfoHash::from_hex("abc"), Err(InfoHashParseError));
+        assert_eq!(
+            InfoHash::from_hex(&"zz".repeat(20)),
+            Err(InfoHashParseError)
+        );
+    }
+
+    #[test]
+    fn paused_and_finished_announcers_are_seeders() {
+        let mut req = AnnounceRequest {
+            info_hash: InfoHash([0; 20]),
+            peer_id: PeerId([0; 20]),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            event: Event::None,
+            left: 5,
+            numwant: 0,
+        };
+        assert!(!req.is_seeder());
+        req.event = Event::Paused;
+        assert!(req.is_seeder());
+        req.event = Event::Started;
+        req.left = 0;
+        assert!(req.is_seeder());
+    }
+}

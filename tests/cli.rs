@@ -1,0 +1,137 @@
+//! The real binary: printed config, config errors, serving, and graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_swarmgate");
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("swarmgate-test-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn printed_config_is_a_valid_config_file() {
+    let output = Command::new(BIN).arg("config").output().expect("runs");
+    assert!(output.status.success());
+    let path = temp_config("printed", &String::from_utf8_lossy(&output.stdout));
+    let parsed = swarmgate::config::Config::from_file(&path).expect("printed config parses");
+    assert_eq!(parsed, swarmgate::config::Config::default());
+}
+
+#[test]
+fn a_bad_config_file_is_one_clear_error_and_a_failing_exit() {
+    let path = temp_config(
+        "bad",
+        "[announce]\ninterval = \"60s\"\nmax_numwant = \"many\"\n",
+    );
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("max_numwant"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with("swarmgate: invalid config file"),
+        "{stderr}"
+    );
+
+    let missing = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/swarmgate.toml"])
+        .output()
+        .expect("runs");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("cannot read config file /nonexistent/swarmgate.toml")
+    );
+}
+
+#[test]
+fn serves_then_stops_cleanly_on_sigterm() {
+    let path = temp_config(
+        "serve",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let announce_url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split("announce at ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .expect("startup line names the announce URL");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let body = runtime.block_on(async {
+        reqwest::get(format!("{announce_url}?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&uploaded=0&downloaded=0&left=0"))
+            .await
+            .expect("request")
+            .bytes()
+            .await
+            .expect("body")
+    });
+    assert!(
+        body.starts_with(b"d8:completei1e"),
+        "{}",
+        body.escape_ascii()
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "exit after SIGTERM: {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        lines
+            .map_while(Result::ok)
+            .any(|line| line.contains("shutting down"))
+    );
+}
+
+#[test]
+fn options_this_build_lacks_are_refused_at_start() {
+    let path = temp_config(
+        "udp",
+        "[udp]\nenabled = true\n[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("udp.enabled = true, but this build has no UDP frontend yet")
+    );
+}

@@ -1,0 +1,103 @@
+//! Helpers shared by the integration tests: a real server on loopback port 0,
+//! announce URLs, and bencode decoding.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde_bencode::value::Value;
+use swarmgate::config::Config;
+use swarmgate::server::{self, Server};
+
+/// A configuration that binds every listener to 127.0.0.1 on a free port.
+pub fn loopback_config() -> Config {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin.listen = "127.0.0.1:0".parse().expect("addr");
+    config
+}
+
+/// Starts a real server.
+pub async fn start(config: Config) -> Server {
+    server::start(config).await.expect("server starts")
+}
+
+/// Percent-encodes every byte, as the most cautious clients do.
+pub fn escape(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// An announce query for peer `peer` (a 20-byte id built from it) of torrent `torrent`.
+pub fn announce_query(torrent: u8, peer: u8, port: u16, left: u64, extra: &str) -> String {
+    let mut peer_id = *b"-SG0001-000000000000";
+    peer_id[19] = peer;
+    format!(
+        "info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}{extra}",
+        escape(&[torrent; 20]),
+        escape(&peer_id)
+    )
+}
+
+/// GETs `http://addr{path_and_query}` and returns status and body.
+pub async fn get(addr: SocketAddr, path_and_query: &str) -> (u16, Vec<u8>) {
+    get_with(addr, path_and_query, &[]).await
+}
+
+/// GET with extra headers.
+pub async fn get_with(
+    addr: SocketAddr,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<u8>) {
+    let client = reqwest::Client::new();
+    let mut request = client.get(format!("http://{addr}{path_and_query}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("body").to_vec())
+}
+
+/// Decodes a bencoded dictionary.
+pub fn dict(body: &[u8]) -> HashMap<Vec<u8>, Value> {
+    match serde_bencode::from_bytes::<Value>(body) {
+        Ok(Value::Dict(d)) => d,
+        other => panic!(
+            "not a bencoded dict: {other:?} from {}",
+            body.escape_ascii()
+        ),
+    }
+}
+
+/// An integer field of a dictionary.
+pub fn int(d: &HashMap<Vec<u8>, Value>, key: &str) -> i64 {
+    match d.get(key.as_bytes()) {
+        Some(Value::Int(n)) => *n,
+        other => panic!("{key} is not an int: {other:?}"),
+    }
+}
+
+/// A byte-string field of a dictionary.
+pub fn bytes<'a>(d: &'a HashMap<Vec<u8>, Value>, key: &str) -> &'a [u8] {
+    match d.get(key.as_bytes()) {
+        Some(Value::Bytes(b)) => b,
+        other => panic!("{key} is not a byte string: {other:?}"),
+    }
+}
+
+/// The `failure reason` of a reply, if it is a failure.
+pub fn failure(body: &[u8]) -> Option<String> {
+    match dict(body).get(&b"failure reason"[..]) {
+        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// Compact IPv4 peers as socket addresses.
+pub fn compact_peers(d: &HashMap<Vec<u8>, Value>) -> Vec<SocketAddr> {
+    bytes(d, "peers")
+        .chunks_exact(6)
+        .map(|c| SocketAddr::from(([c[0], c[1], c[2], c[3]], u16::from_be_bytes([c[4], c[5]]))))
+        .collect()
+}

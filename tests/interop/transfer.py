@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""Real BitTorrent clients transfer a file through a tracker, nothing else.
+
+A libtorrent seeder announces a fresh random file to ANNOUNCE; once the
+tracker has answered it, a leecher (aria2 or libtorrent) starts with the same
+.torrent and must download the file. DHT, local peer discovery, UPnP/NAT-PMP,
+uTP and peer exchange are all off, so the only way the peers can find each
+other is the tracker. The downloaded file's SHA-256 is checked.
+
+Run with Debian's /usr/bin/python3 (python3-libtorrent); prints one line
+starting with "interop ok:" and exits 0, or explains and exits non-zero.
+Debian's libtorrent 2.0.8 binding can segfault inside wait_for_alert(), so
+alerts are polled with pop_alerts() instead.
+"""
+
+import argparse
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from urllib.parse import urlsplit
+
+import libtorrent as lt
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session(port):
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{port}",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.all_categories,
+    }
+    # flags=0: no default plugins, so no ut_pex / ut_metadata peer sources.
+    return lt.session(settings, 0)
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_torrent(path, announce):
+    fs = lt.file_storage()
+    lt.add_files(fs, path)
+    # v1 only, as registries generate them (libtorrent 2 would make a v1+v2 hybrid).
+    creator = lt.create_torrent(fs, 256 * 1024, flags=lt.create_torrent.v1_only)
+    creator.add_tracker(announce)
+    lt.set_piece_hashes(creator, os.path.dirname(path))
+    return lt.bencode(creator.generate())
+
+
+def add(ses, torrent_path, save_path):
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(torrent_path)
+    params.save_path = save_path
+    return ses.add_torrent(params)
+
+
+def drain(ses, log, label):
+    """Pops alerts; returns the tracker replies and errors seen."""
+    replies, errors = [], []
+    for alert in ses.pop_alerts():
+        kind = type(alert).__name__
+        if kind == "tracker_reply_alert":
+            replies.append(alert.message())
+        elif kind in ("tracker_error_alert", "tracker_warning_alert", "scrape_failed_alert"):
+            errors.append(alert.message())
+        if kind.startswith("tracker") or kind.endswith("error_alert"):
+            log.write(f"[{label}] {kind}: {alert.message()}\n")
+    return replies, errors
+
+
+def wait_for_announce(ses, log, label, deadline):
+    while time.time() < deadline:
+        replies, errors = drain(ses, log, label)
+        if replies:
+            return
+        for error in errors:
+            log.write(f"[{label}] tracker said: {error}\n")
+        time.sleep(0.05)
+    sys.exit(f"interop failed: the {label} got no tracker reply before the deadline")
+
+
+def run_aria2(torrent_path, leech_dir, seeder, log, deadline):
+    port = free_port()
+    command = [
+        "aria2c", f"--dir={leech_dir}", "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
+        "--bt-enable-lpd=false", "--enable-peer-exchange=false", f"--listen-port={port}",
+        "--summary-interval=0", "--console-log-level=info", "--file-allocation=none",
+        "--bt-stop-timeout=60", torrent_path,
+    ]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    while process.poll() is None:
+        drain(seeder, log, "seeder")
+        if time.time() > deadline:
+            process.kill()
+            sys.exit("interop failed: aria2 did not finish before the deadline")
+        time.sleep(0.1)
+    if process.returncode != 0:
+        sys.exit(f"interop failed: aria2 exited with {process.returncode}")
+
+
+def run_libtorrent(torrent_path, leech_dir, seeder, log, deadline):
+    leecher = session(free_port())
+    handle = add(leecher, torrent_path, leech_dir)
+    while time.time() < deadline:
+        drain(seeder, log, "seeder")
+        drain(leecher, log, "leecher")
+        if handle.status().is_seeding:
+            # Let the completed announce reach the tracker before leaving.
+            handle.force_reannounce()
+            time.sleep(0.5)
+            drain(leecher, log, "leecher")
+            return
+        time.sleep(0.1)
+    sys.exit("interop failed: the libtorrent leecher did not finish before the deadline")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--announce", required=True, help="announce URL, e.g. http://127.0.0.1:6969/announce")
+    parser.add_argument("--leecher", choices=["aria2", "libtorrent"], default="aria2")
+    parser.add_argument("--size-mib", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args()
+
+    host = urlsplit(args.announce).hostname or ""
+    if not (host.startswith("127.") or host in ("localhost", "::1")):
+        sys.exit("interop refuses to announce anywhere but loopback")
+
+    work = tempfile.mkdtemp(prefix="swarmgate-interop-")
+    log_path = os.path.join(work, "clients.log")
+    try:
+        with open(log_path, "w") as log:
+            seed_dir, leech_dir = os.path.join(work, "seed"), os.path.join(work, "leech")
+            os.makedirs(seed_dir)
+            os.makedirs(leech_dir)
+            payload = os.path.join(seed_dir, "layer.bin")
+            with open(payload, "wb") as f:
+                f.write(os.urandom(args.size_mib << 20))
+            torrent_path = os.path.join(work, "layer.torrent")
+            with open(torrent_path, "wb") as f:
+                f.write(make_torrent(payload, args.announce))
+
+            deadline = time.time() + args.timeout
+            seeder = session(free_port())
+            add(seeder, torrent_path, seed_dir)
+            wait_for_announce(seeder, log, "seeder", deadline)
+
+            started = time.time()
+            if args.leecher == "aria2":
+                run_aria2(torrent_path, leech_dir, seeder, log, deadline)
+            else:
+                run_libtorrent(torrent_path, leech_dir, seeder, log, deadline)
+            elapsed = time.time() - started
+
+            got = os.path.join(leech_dir, "layer.bin")
+            if not os.path.exists(got) or sha256(got) != sha256(payload):
+                sys.exit("interop failed: the downloaded file differs from the seeded one")
+            scheme = urlsplit(args.announce).scheme
+            info_hash = lt.torrent_info(torrent_path).info_hash()
+            print(f"interop ok: {args.leecher} leecher downloaded {args.size_mib} MiB from a libtorrent seeder "
+                  f"found only through the {scheme} tracker in {elapsed:.1f} s; sha256 {sha256(got)[:16]}... matches; "
+                  f"infohash {info_hash}")
+    except SystemExit:
+        with open(log_path) as log:
+            sys.stderr.write("---- client log ----\n" + log.read()[-6000:])
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
