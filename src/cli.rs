@@ -1,4 +1,5 @@
-//! The command line: `swarmgate serve` and `swarmgate config`.
+//! The command line: `serve` and `config` for operators, `keygen` and `mint`
+//! for the registry side (and for trying the tracker with the development keys).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,8 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, DEFAULT_CONFIG_TOML};
-use crate::server;
+use crate::config::{AuthMode, Config, DEFAULT_CONFIG_TOML};
+use crate::gateway::layer::unix_now;
+use crate::gateway::mint::{self, KeyAlg, TokenSpec, UDP_TOKEN_LIMIT};
+use crate::server::{self, Server};
+use crate::swarm::InfoHash;
 
 /// swarmgate: a BitTorrent tracker for a container registry's layer torrents.
 #[derive(Debug, Parser)]
@@ -30,6 +34,60 @@ pub enum Command {
     },
     /// Print the default configuration, every key commented.
     Config,
+    /// Generate a signing key: writes DIR/KID.pem (private) and adds the public JWK to DIR/jwks.json.
+    Keygen {
+        /// Signature algorithm.
+        #[arg(long, value_enum, default_value = "es256")]
+        alg: AlgArg,
+        /// Key id, carried in every token's header.
+        #[arg(long)]
+        kid: String,
+        /// Directory for the key and the JWKS.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a token approving one infohash; prints it on stdout.
+    Mint {
+        /// Private key PEM (PKCS#8), e.g. from `swarmgate keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id to put in the header (as published in the JWKS).
+        #[arg(long)]
+        kid: String,
+        /// `iss` claim; must equal the tracker's auth.issuer.
+        #[arg(long)]
+        issuer: String,
+        /// `aud` claim (the tracker checks it when auth.audience is set).
+        #[arg(long)]
+        audience: Option<String>,
+        /// The torrent's v1 infohash, 40 hex characters.
+        #[arg(long)]
+        infohash: String,
+        /// Lifetime (sets `exp`), e.g. 24h; none by default, as with Quay.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+}
+
+/// `--alg` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlgArg {
+    /// ECDSA P-256 (short tokens; fit UDP).
+    Es256,
+    /// Ed25519 (short tokens; fit UDP).
+    Eddsa,
+    /// RSA 2048 (Quay's choice; too long for UDP).
+    Rs256,
+}
+
+impl From<AlgArg> for KeyAlg {
+    fn from(alg: AlgArg) -> Self {
+        match alg {
+            AlgArg::Es256 => KeyAlg::Es256,
+            AlgArg::Eddsa => KeyAlg::EdDsa,
+            AlgArg::Rs256 => KeyAlg::Rs256,
+        }
+    }
 }
 
 /// Runs the command line; the binary's whole `main`.
@@ -41,7 +99,87 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config } => serve(config),
+        Command::Keygen { alg, kid, out } => report(keygen(alg.into(), &kid, &out)),
+        Command::Mint {
+            key,
+            kid,
+            issuer,
+            audience,
+            infohash,
+            ttl,
+        } => report(mint_token(&key, kid, issuer, audience, &infohash, ttl)),
     }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("swarmgate: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(alg: KeyAlg, kid: &str, out: &std::path::Path) -> Result<(), String> {
+    let generated = mint::generate(alg, kid).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let key_path = out.join(format!("{kid}.pem"));
+    write_private(&key_path, generated.private_pem.as_bytes())?;
+    let jwks_path = out.join("jwks.json");
+    mint::add_to_jwks(&jwks_path, generated.public_jwk).map_err(|e| e.to_string())?;
+    println!("private key: {}", key_path.display());
+    println!("public JWK added to: {}", jwks_path.display());
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn mint_token(
+    key: &std::path::Path,
+    kid: String,
+    issuer: String,
+    audience: Option<String>,
+    infohash: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), String> {
+    let info_hash = InfoHash::from_hex(infohash).map_err(|e| format!("--infohash: {e}"))?;
+    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let (signing_key, alg) = mint::signing_key(&pem, None).map_err(|e| e.to_string())?;
+    let spec = TokenSpec {
+        kid,
+        issuer,
+        audience,
+        info_hash,
+        ttl,
+    };
+    let token = mint::mint(&signing_key, alg, &spec, unix_now()).map_err(|e| e.to_string())?;
+    println!("{token}");
+    eprintln!("{alg:?} token, {} characters", token.len());
+    if token.len() > UDP_TOKEN_LIMIT {
+        eprintln!(
+            "warning: longer than {UDP_TOKEN_LIMIT} characters: libtorrent truncates BEP 41 URL data at 255 bytes, \
+             so this token works over HTTP but not over UDP; use ES256 or EdDSA with a short kid and issuer"
+        );
+    }
+    Ok(())
 }
 
 fn serve(path: Option<PathBuf>) -> ExitCode {
@@ -86,11 +224,48 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                 tracing::info!(admin = %server.admin_addr, "swarmgate is serving (HTTP disabled)")
             }
         }
+        explain_auth(&config, &server);
         shutdown_signal().await;
         tracing::info!("shutting down");
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Logs which keys are trusted and how to mint a token the tracker accepts.
+fn explain_auth(config: &Config, server: &Server) {
+    let auth = &config.auth;
+    let Some(gateway) = &server.gateway else {
+        if auth.mode == AuthMode::Open {
+            tracing::warn!("auth.mode = \"open\": any infohash may be announced without a token");
+        }
+        return;
+    };
+    let keys = gateway.keys();
+    let kids = keys.kids();
+    tracing::info!(
+        issuer = %auth.issuer,
+        keys_dir = %auth.keys_dir,
+        jwks_url = %auth.jwks_url,
+        ?kids,
+        "auth.mode = \"jwt\": announces need a token approving their infohash"
+    );
+    if kids.iter().any(|kid| kid.starts_with("dev-")) {
+        tracing::warn!(
+            "trusting the DEVELOPMENT keys in {}/: their private halves are published with swarmgate. \
+             For production set auth.keys_dir = \"\" and auth.jwks_url to your registry's JWKS",
+            auth.keys_dir
+        );
+    }
+    let (key, kid) = match kids.iter().find(|kid| **kid == "dev-es256") {
+        Some(kid) => (format!("{}/{kid}.pem", auth.keys_dir), (*kid).to_owned()),
+        None => ("<private key PEM>".to_owned(), "<kid>".to_owned()),
+    };
+    tracing::info!(
+        "mint a token: swarmgate mint --key {key} --kid {kid} --issuer {} --infohash <40 hex chars>, \
+         then announce to http://HOST:PORT/announce?jwt=<token>",
+        auth.issuer
+    );
 }
 
 /// Resolves on SIGINT or SIGTERM.

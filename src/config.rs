@@ -23,7 +23,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Announce intervals, peer lifetime and reply limits.
     pub announce: AnnounceConfig,
-    /// Who may announce.
+    /// Who may announce, and the keys tokens are checked with.
     pub auth: AuthConfig,
     /// Network topology for locality-aware peer handout.
     pub locality: LocalityConfig,
@@ -128,20 +128,75 @@ impl Default for AnnounceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
-    /// Only infohashes approved by a registry-signed JWT (not in this build yet).
+    /// Only infohashes approved by a registry-signed JWT.
+    #[default]
     Jwt,
     /// Anyone may announce any infohash: a public tracker.
-    #[default]
     Open,
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `"jwt"` or `"open"`.
     pub mode: AuthMode,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required member of the `aud` claim; empty means `aud` is not checked.
+    pub audience: String,
+    /// Accepted signature algorithms; `none` and HMAC are refused.
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Refuse tokens without `exp` (Quay's tokens have none).
+    pub require_exp: bool,
+    /// The registry's JWKS URL; empty for none.
+    pub jwks_url: String,
+    /// How often the JWKS is refetched.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Time limit of one JWKS fetch.
+    #[serde(with = "humantime_serde")]
+    pub jwks_timeout: Duration,
+    /// Least time between refetches triggered by tokens naming an unknown kid.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
+    /// A directory of public keys (`*.json` JWKS, public `*.pem`); empty for none.
+    pub keys_dir: String,
+    /// How many verified tokens are remembered.
+    pub token_cache: usize,
+    /// Longest token accepted, in bytes.
+    pub max_token_bytes: usize,
 }
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Jwt,
+            issuer: "dev-registry".into(),
+            audience: String::new(),
+            algorithms: ["RS256", "PS256", "ES256", "EdDSA"]
+                .map(String::from)
+                .to_vec(),
+            leeway: Duration::from_secs(60),
+            require_exp: false,
+            jwks_url: String::new(),
+            jwks_refresh: Duration::from_secs(300),
+            jwks_timeout: Duration::from_secs(5),
+            jwks_min_refetch: Duration::from_secs(10),
+            keys_dir: "keys".into(),
+            token_cache: 100_000,
+            max_token_bytes: 4096,
+        }
+    }
+}
+
+/// Signature algorithms `auth.algorithms` may name.
+pub const SIGNATURE_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 /// `[locality]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,9 +274,40 @@ max_numwant = 200
 max_scrape_infohashes = 50
 
 [auth]
-# "open": anyone may announce any infohash (a public tracker).
-# "jwt": only infohashes approved by a registry-signed token (not in this build yet).
-mode = "open"
+# "jwt": only infohashes approved by a registry-signed token (?jwt=... in the
+# announce URL, or an Authorization: Bearer header). "open": anyone may
+# announce any infohash (a public tracker).
+mode = "jwt"
+# The required iss claim. Quay signs with "quay".
+issuer = "dev-registry"
+# A value the aud claim (string or array) must contain; "" leaves aud unchecked.
+# Quay puts the announce URL without its jwt parameter there.
+audience = ""
+# Accepted signature algorithms (RS256 RS384 RS512 PS256 PS384 PS512 ES256
+# ES384 EdDSA). "none" and HMAC (HS256...) are always refused.
+algorithms = ["RS256", "PS256", "ES256", "EdDSA"]
+# Clock skew allowed when checking exp and nbf.
+leeway = "60s"
+# Refuse tokens without an exp claim (Quay's tokens have none).
+require_exp = false
+# The registry's JWKS, e.g. "https://registry.example/keys/services/quay/keys".
+# Fetched at start, every jwks_refresh, and at once for an unknown kid. "" = none.
+jwks_url = ""
+# How often the JWKS is refetched.
+jwks_refresh = "5m"
+# Time limit of one JWKS fetch.
+jwks_timeout = "5s"
+# Least time between two refetches triggered by tokens naming an unknown kid.
+jwks_min_refetch = "10s"
+# A directory of public keys: *.json (a JWKS or one JWK) and public-key *.pem
+# files (kid = file name without extension). "" = none. The default, "keys",
+# holds the repository's DEVELOPMENT keys, whose private halves are public:
+# set keys_dir = "" and jwks_url for production.
+keys_dir = "keys"
+# How many verified tokens are remembered (a hit skips the signature check).
+token_cache = 100000
+# Longest token accepted, in bytes; longer ones are refused unread.
+max_token_bytes = 4096
 
 [locality]
 # IPv4 peers sharing this many leading address bits are in one subnet (rack).
@@ -333,11 +419,64 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.validate_auth()?;
         if self.locality.ipv4_prefix > 32 {
             return Err(("locality.ipv4_prefix", "must be 0 to 32".into()));
         }
         if self.locality.ipv6_prefix > 128 {
             return Err(("locality.ipv6_prefix", "must be 0 to 128".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_auth(&self) -> Result<(), (&'static str, String)> {
+        let auth = &self.auth;
+        for name in &auth.algorithms {
+            if name.eq_ignore_ascii_case("none") || name.to_ascii_uppercase().starts_with("HS") {
+                return Err((
+                    "auth.algorithms",
+                    format!("{name} is never allowed: tokens must carry a public-key signature"),
+                ));
+            }
+            if !SIGNATURE_ALGORITHMS.contains(&name.as_str()) {
+                return Err((
+                    "auth.algorithms",
+                    format!(
+                        "unknown algorithm {name}; choose from {}",
+                        SIGNATURE_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if auth.mode == AuthMode::Open {
+            return Ok(());
+        }
+        if auth.algorithms.is_empty() {
+            return Err(("auth.algorithms", "name at least one algorithm".into()));
+        }
+        if auth.issuer.is_empty() {
+            return Err(("auth.issuer", "must be set in jwt mode".into()));
+        }
+        if auth.jwks_url.is_empty() && auth.keys_dir.is_empty() {
+            return Err((
+                "auth.keys_dir",
+                "jwt mode needs keys: set auth.keys_dir or auth.jwks_url".into(),
+            ));
+        }
+        let http = auth.jwks_url.starts_with("http://") || auth.jwks_url.starts_with("https://");
+        if !auth.jwks_url.is_empty() && !http {
+            return Err(("auth.jwks_url", "must be an http:// or https:// URL".into()));
+        }
+        if auth.jwks_refresh.is_zero() || auth.jwks_timeout.is_zero() {
+            return Err((
+                "auth.jwks_refresh",
+                "JWKS durations must be more than zero".into(),
+            ));
+        }
+        if auth.max_token_bytes == 0 {
+            return Err(("auth.max_token_bytes", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -427,6 +566,33 @@ region = "r"
         let config = Config::from_toml(text, "x").expect("valid");
         assert_eq!(config.http.trusted_proxies.len(), 2);
         assert_eq!(config.locality.sites[0].zone, "a");
+    }
+
+    #[test]
+    fn insecure_or_unknown_algorithms_are_refused() {
+        for (text, needle) in [
+            ("[auth]\nalgorithms = [\"none\"]\n", "none is never allowed"),
+            (
+                "[auth]\nalgorithms = [\"ES256\", \"HS256\"]\n",
+                "HS256 is never allowed",
+            ),
+            ("[auth]\nalgorithms = [\"XX1\"]\n", "unknown algorithm XX1"),
+            ("[auth]\nkeys_dir = \"\"\n", "jwt mode needs keys"),
+            ("[auth]\njwks_url = \"ftp://x\"\n", "http:// or https://"),
+        ] {
+            let error = Config::from_toml(text, "f.toml")
+                .expect_err(text)
+                .to_string();
+            assert!(
+                error.contains(needle) && error.contains("line 2"),
+                "{error}"
+            );
+        }
+        let open = "[auth]\nmode = \"open\"\nkeys_dir = \"\"\n";
+        assert!(
+            Config::from_toml(open, "f.toml").is_ok(),
+            "open mode needs no keys"
+        );
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! # Map
 //!
 //! Data flows one way: bytes → [`protocol`] → request → tracker service
-//! (later behind the gateway) → [`swarm`] → response → [`protocol`] → bytes.
+//! (behind the [`gateway`] in `jwt` mode) → [`swarm`] → response → [`protocol`] → bytes.
 //!
 //! - [`protocol`]: pure wire formats (query strings, bencoded replies).
 //! - [`frontend`]: sockets. The HTTP router and client-address resolution.
 //! - [`tracker`]: the protocol-agnostic [`tracker::TrackerRequest`] and the tower
-//!   service that answers it from the engine; the seam where the gateway layer goes.
+//!   service that answers it from the engine; the gateway layer wraps it.
+//! - [`gateway`]: the JWT check in front of the tracker service (a tower layer).
 //! - [`swarm`]: the engine. Swarms, peers, handout, expiry; pure, takes time and RNG.
 //! - [`config`]: the TOML configuration with its printed defaults.
 //! - [`admin`]: the operators' listener.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod frontend;
+pub mod gateway;
 pub mod protocol;
 pub mod server;
 pub mod swarm;

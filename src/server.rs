@@ -12,11 +12,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin;
-use crate::config::{AuthMode, Config};
+use jsonwebtoken::Algorithm;
+use tower::Layer;
+use tower::util::BoxCloneSyncService;
+
+use crate::admin::{self, Readiness};
+use crate::config::{AuthConfig, AuthMode, Config};
 use crate::frontend::http::{self, HttpSettings, HttpState};
+use crate::gateway::{Gateway, GatewayLayer, JwksFetcher, KeySources, TokenPolicy, keys};
 use crate::swarm::{Engine, EngineConfig};
-use crate::tracker::TrackerService;
+use crate::tracker::{BoxedTracker, TrackerService};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,9 @@ pub enum StartError {
     /// The configuration asks for something this build does not have yet.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The gateway's keys could not be set up.
+    #[error("{0}")]
+    Keys(String),
 }
 
 /// A running tracker.
@@ -44,17 +52,14 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     /// The swarm engine, for inspection.
     pub engine: Arc<Engine>,
+    /// The gateway, in `jwt` mode.
+    pub gateway: Option<Arc<Gateway>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    if config.auth.mode == AuthMode::Jwt {
-        return Err(StartError::Unsupported(
-            "auth.mode = \"jwt\" is not available in this build yet; set auth.mode = \"open\"",
-        ));
-    }
     if config.udp.enabled {
         return Err(StartError::Unsupported(
             "udp.enabled = true, but this build has no UDP frontend yet; set udp.enabled = false",
@@ -65,9 +70,26 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         peer_lifetime: config.announce.peer_lifetime,
         ..EngineConfig::default()
     }));
-    let service = TrackerService::new(engine.clone()).boxed();
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let engine_service = TrackerService::new(engine.clone());
+    let (service, gateway): (BoxedTracker, _) = match config.auth.mode {
+        AuthMode::Open => (engine_service.boxed(), None),
+        AuthMode::Jwt => {
+            let gateway = Arc::new(build_gateway(&config.auth)?);
+            let refresher = gateway.clone();
+            let refresh = config.auth.jwks_refresh;
+            let mut refresh_stopped = stopped.clone();
+            tasks.spawn(async move {
+                let stopped = async move {
+                    let _ = refresh_stopped.wait_for(|stop| *stop).await;
+                };
+                refresher.keep_fresh(refresh, stopped).await;
+            });
+            let layered = GatewayLayer::new(gateway.clone()).layer(engine_service);
+            (BoxCloneSyncService::new(layered), Some(gateway))
+        }
+    };
 
     let http_addr = if config.http.enabled {
         let listener = bind("http", config.http.listen).await?;
@@ -95,8 +117,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let admin_listener = bind("admin", config.admin.listen).await?;
     let admin_addr = local_addr("admin", config.admin.listen, &admin_listener)?;
     let mut admin_stopped = stopped.clone();
+    let readiness = Readiness {
+        gateway: gateway.clone(),
+    };
     tasks.spawn(async move {
-        let served = axum::serve(admin_listener, admin::app())
+        let served = axum::serve(admin_listener, admin::app(readiness))
             .with_graceful_shutdown(async move {
                 let _ = admin_stopped.wait_for(|stop| *stop).await;
             })
@@ -128,6 +153,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         http_addr,
         admin_addr,
         engine,
+        gateway,
         stop,
         tasks,
     })
@@ -155,4 +181,54 @@ fn local_addr(
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// The gateway for `[auth]`: policy, keys from `keys_dir`, and the JWKS fetcher.
+fn build_gateway(auth: &AuthConfig) -> Result<Gateway, StartError> {
+    let algorithms = auth
+        .algorithms
+        .iter()
+        .map(|name| {
+            name.parse::<Algorithm>()
+                .map_err(|_| StartError::Keys(format!("auth.algorithms: unknown algorithm {name}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = TokenPolicy {
+        issuer: auth.issuer.clone(),
+        audience: (!auth.audience.is_empty()).then(|| auth.audience.clone()),
+        algorithms,
+        leeway_secs: auth.leeway.as_secs(),
+        require_exp: auth.require_exp,
+        max_token_bytes: auth.max_token_bytes,
+    };
+    let static_keys = if auth.keys_dir.is_empty() {
+        Vec::new()
+    } else {
+        let loaded = keys::load_dir(std::path::Path::new(&auth.keys_dir))
+            .map_err(|e| StartError::Keys(format!("auth.keys_dir: {e}")))?;
+        for skipped in &loaded.skipped {
+            tracing::warn!(keys_dir = %auth.keys_dir, "skipped a key: {skipped}");
+        }
+        loaded.keys
+    };
+    let fetcher = if auth.jwks_url.is_empty() {
+        None
+    } else {
+        Some(
+            JwksFetcher::new(auth.jwks_url.clone(), auth.jwks_timeout)
+                .map_err(|e| StartError::Keys(format!("auth.jwks_url: {e}")))?,
+        )
+    };
+    if static_keys.is_empty() && fetcher.is_none() {
+        return Err(StartError::Keys(format!(
+            "auth.keys_dir {:?} holds no usable public keys and auth.jwks_url is not set",
+            auth.keys_dir
+        )));
+    }
+    let sources = KeySources {
+        static_keys,
+        fetcher,
+        min_refetch: auth.jwks_min_refetch,
+    };
+    Ok(Gateway::new(policy, sources, auth.token_cache))
 }

@@ -61,7 +61,9 @@ fn serves_then_stops_cleanly_on_sigterm() {
         "serve",
         "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
+    // From the repository root, the default auth trusts the development keys in keys/.
     let mut child = Command::new(BIN)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["serve", "--config"])
         .arg(&path)
         .stderr(Stdio::piped())
@@ -78,10 +80,47 @@ fn serves_then_stops_cleanly_on_sigterm() {
                 .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
         })
         .expect("startup line names the announce URL");
+    let mint_hint = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.split("mint a token: ").nth(1).map(str::to_owned))
+        .expect("startup log says how to mint a token");
+    assert!(
+        mint_hint.starts_with(
+            "swarmgate mint --key keys/dev-es256.pem --kid dev-es256 --issuer dev-registry"
+        ),
+        "{mint_hint}"
+    );
+
+    // Follow the hint: mint a token with the binary itself.
+    let minted = Command::new(BIN)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "mint",
+            "--key",
+            "keys/dev-es256.pem",
+            "--kid",
+            "dev-es256",
+            "--issuer",
+            "dev-registry",
+        ])
+        .args(["--infohash", &"61".repeat(20)])
+        .output()
+        .expect("mint runs");
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    assert!(
+        String::from_utf8_lossy(&minted.stderr)
+            .contains(&format!("ES256 token, {} characters", token.len()))
+    );
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let body = runtime.block_on(async {
-        reqwest::get(format!("{announce_url}?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&uploaded=0&downloaded=0&left=0"))
+        reqwest::get(format!("{announce_url}?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&uploaded=0&downloaded=0&left=0&jwt={token}"))
             .await
             .expect("request")
             .bytes()
@@ -116,6 +155,74 @@ fn serves_then_stops_cleanly_on_sigterm() {
             .map_while(Result::ok)
             .any(|line| line.contains("shutting down"))
     );
+}
+
+#[test]
+fn keygen_writes_a_key_the_tracker_trusts_and_mint_warns_about_long_tokens() {
+    let dir = std::env::temp_dir().join(format!("swarmgate-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (alg, kid) in [("rs256", "big"), ("eddsa", "small")] {
+        let status = Command::new(BIN)
+            .args(["keygen", "--alg", alg, "--kid", kid, "--out"])
+            .arg(&dir)
+            .status()
+            .expect("runs");
+        assert!(status.success());
+    }
+    let loaded = swarmgate::gateway::keys::load_dir(&dir).expect("dir loads");
+    let mut kids: Vec<_> = loaded
+        .keys
+        .iter()
+        .filter_map(|k| k.kid.as_deref().map(str::to_owned))
+        .collect();
+    kids.sort();
+    assert_eq!(
+        kids,
+        vec!["big", "small"],
+        "private PEMs skipped, JWKS read: {:?}",
+        loaded.skipped
+    );
+
+    let minted = Command::new(BIN)
+        .args([
+            "mint",
+            "--kid",
+            "big",
+            "--issuer",
+            "r",
+            "--infohash",
+            &"ab".repeat(20),
+            "--key",
+        ])
+        .arg(dir.join("big.pem"))
+        .output()
+        .expect("runs");
+    assert!(minted.status.success());
+    let stderr = String::from_utf8_lossy(&minted.stderr);
+    assert!(
+        stderr.contains("RS256 token") && stderr.contains("warning: longer than 241 characters"),
+        "{stderr}"
+    );
+    let bad = Command::new(BIN)
+        .args([
+            "mint",
+            "--kid",
+            "big",
+            "--issuer",
+            "r",
+            "--infohash",
+            "xyz",
+            "--key",
+        ])
+        .arg(dir.join("big.pem"))
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("--infohash: an infohash is 40 hexadecimal characters")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -2,6 +2,10 @@
 //! libtorrent) leecher on 127.0.0.1 find each other only through swarmgate and
 //! transfer a file whose hash is verified.
 //!
+//! The tracker runs in `jwt` mode with the development keys, so the announce
+//! URL inside the torrent carries a token minted (with `swarmgate mint`) for
+//! that torrent's infohash, exactly as the registry would sign it.
+//!
 //! Needs Debian's `python3-libtorrent` and `aria2` (`.ci/run` installs them).
 //! Set `SWARMGATE_SKIP_INTEROP=1` to skip on a machine without them; without
 //! that, a missing client is a failure, never a silent pass.
@@ -11,7 +15,9 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use serde_bencode::value::Value;
+use swarmgate::config::Config;
+use swarmgate::server::Server;
+use swarmgate::swarm::{InfoHash, ScrapeRequest};
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/transfer.py");
 
@@ -19,13 +25,18 @@ fn skip() -> bool {
     std::env::var_os("SWARMGATE_SKIP_INTEROP").is_some_and(|v| v == "1")
 }
 
-/// Runs the driver against `announce`; returns its "interop ok" line.
-async fn transfer(announce: &str, leecher: &str) -> String {
+/// Runs the driver against `announce`, minting with the development key `kid`;
+/// returns its "interop ok" line.
+async fn transfer(announce: &str, leecher: &str, kid: &str) -> String {
     let announce = announce.to_owned();
     let leecher = leecher.to_owned();
+    let key = format!("{}/keys/{kid}.pem", env!("CARGO_MANIFEST_DIR"));
+    let kid = kid.to_owned();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("/usr/bin/python3")
             .args([DRIVER, "--announce", &announce, "--leecher", &leecher, "--size-mib", "20"])
+            .args(["--mint", env!("CARGO_BIN_EXE_swarmgate"), "mint", "--key", &key, "--kid", &kid])
+            .args(["--issuer", "dev-registry"])
             .output()
     })
     .await
@@ -47,42 +58,50 @@ async fn transfer(announce: &str, leecher: &str) -> String {
     line
 }
 
-/// The `downloaded` count the tracker reports for the transfer's torrent.
-async fn downloads_of(http: std::net::SocketAddr, summary: &str) -> i64 {
+/// The `downloaded` count the engine holds for the transfer's torrent.
+fn downloads_of(server: &Server, summary: &str) -> u32 {
     let hex = summary
         .rsplit("infohash ")
         .next()
         .expect("infohash in summary")
         .trim();
-    let mut hash = [0u8; 20];
-    for (i, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex infohash");
-    }
-    let (_, body) = get(http, &format!("/scrape?info_hash={}", escape(&hash))).await;
-    let reply = dict(&body);
-    let Some(Value::Dict(files)) = reply.get(&b"files"[..]) else {
-        panic!("files")
-    };
-    let Some(Value::Dict(counts)) = files.get(&hash[..]) else {
-        panic!("the torrent's counts")
-    };
-    int(counts, "downloaded")
+    let info_hash = InfoHash::from_hex(hex).expect("hex infohash");
+    server
+        .engine
+        .scrape(&ScrapeRequest {
+            info_hashes: vec![info_hash],
+        })
+        .files[0]
+        .1
+        .downloaded
 }
 
-async fn run(leecher: &str) {
+async fn run(leecher: &str, kid: &str) {
     if skip() {
         eprintln!("SWARMGATE_SKIP_INTEROP=1: skipped");
         return;
     }
-    let server = start(loopback_config()).await;
+    let mut config = loopback_config();
+    config.auth = Config::default().auth; // jwt mode, development keys
+    let server = start(config).await;
     let http = server.http_addr.expect("http");
-    let line = transfer(&format!("http://{http}/announce"), leecher).await;
+
+    // Without the token, the same tracker refuses the torrent outright.
+    let (_, refused) = get(
+        http,
+        &format!("/announce?{}", announce_query(1, 1, 6881, 0, "")),
+    )
+    .await;
+    assert!(failure(&refused).is_some_and(|r| r.starts_with("unapproved request: missing jwt")));
+
+    let line = transfer(&format!("http://{http}/announce"), leecher, kid).await;
     assert!(
         line.starts_with(&format!("interop ok: {leecher} leecher downloaded 20 MiB")),
         "{line}"
     );
+    assert!(line.contains("(signed announce URL)"), "{line}");
     assert_eq!(
-        downloads_of(http, &line).await,
+        downloads_of(&server, &line),
         1,
         "the leecher's completion reached the tracker"
     );
@@ -90,11 +109,11 @@ async fn run(leecher: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn libtorrent_seeder_to_aria2_leecher_over_http() {
-    run("aria2").await;
+async fn libtorrent_seeder_to_aria2_leecher_over_http_with_an_es256_token() {
+    run("aria2", "dev-es256").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn libtorrent_seeder_to_libtorrent_leecher_over_http() {
-    run("libtorrent").await;
+async fn libtorrent_seeder_to_libtorrent_leecher_over_http_with_an_rs256_token() {
+    run("libtorrent", "dev-rs256").await;
 }

@@ -9,9 +9,10 @@ use serde_bencode::value::Value;
 use swarmgate::config::Config;
 use swarmgate::server::{self, Server};
 
-/// A configuration that binds every listener to 127.0.0.1 on a free port.
+/// An open-mode configuration that binds every listener to 127.0.0.1 on a free port.
 pub fn loopback_config() -> Config {
     let mut config = Config::default();
+    config.auth.mode = swarmgate::config::AuthMode::Open;
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin.listen = "127.0.0.1:0".parse().expect("addr");
     config

@@ -57,14 +57,21 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def make_torrent(path, announce):
+def make_torrent(path, announce, mint):
+    """A v1 torrent of `path`; with `mint`, its announce URL carries a token for its infohash."""
     fs = lt.file_storage()
     lt.add_files(fs, path)
-    # v1 only, as registries generate them (libtorrent 2 would make a v1+v2 hybrid).
+    # v1 only, as registries generate them (libtorrent 2 would make a v1+v2 hybrid,
+    # which aria2 fails to download from a libtorrent seeder).
     creator = lt.create_torrent(fs, 256 * 1024, flags=lt.create_torrent.v1_only)
-    creator.add_tracker(announce)
     lt.set_piece_hashes(creator, os.path.dirname(path))
-    return lt.bencode(creator.generate())
+    torrent = creator.generate()
+    info_hash = hashlib.sha1(lt.bencode(torrent[b"info"])).hexdigest()
+    if mint:
+        token = subprocess.run(mint + ["--infohash", info_hash], check=True, capture_output=True, text=True).stdout.strip()
+        announce = f"{announce}?jwt={token}"
+    torrent[b"announce"] = announce.encode()
+    return lt.bencode(torrent)
 
 
 def add(ses, torrent_path, save_path):
@@ -140,6 +147,8 @@ def main():
     parser.add_argument("--leecher", choices=["aria2", "libtorrent"], default="aria2")
     parser.add_argument("--size-mib", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--mint", nargs=argparse.REMAINDER, default=None,
+                        help="a `swarmgate mint ...` command line without --infohash; the token goes in the announce URL")
     args = parser.parse_args()
 
     host = urlsplit(args.announce).hostname or ""
@@ -158,7 +167,7 @@ def main():
                 f.write(os.urandom(args.size_mib << 20))
             torrent_path = os.path.join(work, "layer.torrent")
             with open(torrent_path, "wb") as f:
-                f.write(make_torrent(payload, args.announce))
+                f.write(make_torrent(payload, args.announce, args.mint))
 
             deadline = time.time() + args.timeout
             seeder = session(free_port())
@@ -175,7 +184,7 @@ def main():
             got = os.path.join(leech_dir, "layer.bin")
             if not os.path.exists(got) or sha256(got) != sha256(payload):
                 sys.exit("interop failed: the downloaded file differs from the seeded one")
-            scheme = urlsplit(args.announce).scheme
+            scheme = urlsplit(args.announce).scheme + (" (signed announce URL)" if args.mint else "")
             info_hash = lt.torrent_info(torrent_path).info_hash()
             print(f"interop ok: {args.leecher} leecher downloaded {args.size_mib} MiB from a libtorrent seeder "
                   f"found only through the {scheme} tracker in {elapsed:.1f} s; sha256 {sha256(got)[:16]}... matches; "

@@ -1,0 +1,86 @@
+//! Fetching the registry's JWKS over HTTP(S).
+
+use std::time::Duration;
+
+use super::keys::{KeyError, LoadedKeys, parse_jwks};
+
+/// Why a JWKS fetch failed; the previous key set stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Connecting, sending or reading failed (including the timeout).
+    #[error("cannot fetch {url}: {message}")]
+    Request {
+        /// The JWKS URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The registry answered with a non-success status.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The JWKS URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body is not a JWK set.
+    #[error("{url} did not return a JWK set: {source}")]
+    Document {
+        /// The JWKS URL.
+        url: String,
+        /// The parse error.
+        source: KeyError,
+    },
+}
+
+/// Fetches one JWKS URL.
+pub struct JwksFetcher {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl JwksFetcher {
+    /// A fetcher for `url`, giving up on any one fetch after `timeout`.
+    pub fn new(url: String, timeout: Duration) -> Result<Self, FetchError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("swarmgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Request {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self { client, url })
+    }
+
+    /// The URL fetched.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// GETs and parses the key set.
+    pub async fn fetch(&self) -> Result<LoadedKeys, FetchError> {
+        let request_error = |e: reqwest::Error| FetchError::Request {
+            url: self.url.clone(),
+            message: e.to_string(),
+        };
+        let response = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: self.url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let body = response.bytes().await.map_err(request_error)?;
+        parse_jwks(&body).map_err(|source| FetchError::Document {
+            url: self.url.clone(),
+            source,
+        })
+    }
+}

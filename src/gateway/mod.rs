@@ -1,0 +1,271 @@
+//! The announce gateway: only requests carrying a registry-signed token that
+//! approves their infohash reach the swarm engine.
+//!
+//! - [`token`]: pure checks of one token (header, signature, claims).
+//! - [`keys`]: the public keys, from a JWKS document or files.
+//! - [`cache`]: verified tokens, so a re-announce skips the signature.
+//! - [`fetch`]: the registry's JWKS over HTTP.
+//! - [`layer`]: the tower layer both frontends call through.
+//! - [`mint`]: the registry's side — key generation and token minting.
+//!
+//! [`Gateway`] ties them together: it holds the current [`KeySet`] (swapped
+//! atomically), refreshes it from the JWKS URL, refetches at once (single
+//! flight, rate-limited) when a token names an unknown `kid`, and purges cached
+//! approvals of keys that left the set.
+
+pub mod cache;
+pub mod error;
+pub mod fetch;
+pub mod keys;
+pub mod layer;
+pub mod mint;
+pub mod token;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+pub use cache::TokenCache;
+pub use error::AuthError;
+pub use fetch::{FetchError, JwksFetcher};
+pub use keys::{KeySet, VerifyingKey};
+pub use layer::GatewayLayer;
+pub use token::{Approval, TokenPolicy};
+
+use error::printable;
+
+/// How keys reach the gateway, from `[auth]`.
+pub struct KeySources {
+    /// Keys from `auth.keys_dir`, fixed for the process's life.
+    pub static_keys: Vec<VerifyingKey>,
+    /// The registry's JWKS, if `auth.jwks_url` is set.
+    pub fetcher: Option<JwksFetcher>,
+    /// Least time between two refetches triggered by unknown kids.
+    pub min_refetch: Duration,
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    policy: TokenPolicy,
+    keys: ArcSwap<KeySet>,
+    /// Whether a key set has ever been installed (readiness).
+    loaded: AtomicBool,
+    static_keys: Vec<VerifyingKey>,
+    fetcher: Option<JwksFetcher>,
+    min_refetch: Duration,
+    /// Serialises fetches (single flight) and remembers the last one that an
+    /// unknown kid triggered (rate limit). Periodic refreshes do not count, so a
+    /// key published just after one is still fetched on its first use.
+    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    cache: TokenCache,
+}
+
+/// The outcome of the synchronous part of a check.
+enum Quick {
+    Done(Result<Approval, AuthError>),
+    /// The token names a key we do not have; worth a refetch.
+    UnknownKid,
+}
+
+impl Gateway {
+    /// A gateway with `policy`, keys from `sources`, and a cache of `cache_capacity` tokens.
+    /// Static keys are installed at once; fetched ones arrive with [`Gateway::refresh`].
+    pub fn new(policy: TokenPolicy, sources: KeySources, cache_capacity: usize) -> Self {
+        let gateway = Self {
+            policy,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            loaded: AtomicBool::new(false),
+            static_keys: sources.static_keys,
+            fetcher: sources.fetcher,
+            min_refetch: sources.min_refetch,
+            last_refetch: tokio::sync::Mutex::new(None),
+            cache: TokenCache::new(cache_capacity),
+        };
+        if !gateway.static_keys.is_empty() {
+            gateway.install(KeySet::new(gateway.static_keys.clone()));
+        }
+        gateway
+    }
+
+    /// Whether a key set has been loaded, so tokens can be checked at all.
+    pub fn keys_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// The current key set.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// Whether a JWKS URL is configured.
+    pub fn has_fetcher(&self) -> bool {
+        self.fetcher.is_some()
+    }
+
+    /// How many verified tokens are cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Replaces the key set and forgets approvals by keys no longer in it.
+    pub fn install(&self, keys: KeySet) {
+        let keys = Arc::new(keys);
+        self.keys.store(keys.clone());
+        self.loaded.store(true, Ordering::Release);
+        let purged = self.cache.retain_keys(&keys);
+        if purged > 0 {
+            tracing::info!(
+                purged,
+                "forgot cached tokens signed by keys that left the key set"
+            );
+        }
+    }
+
+    /// Fetches the JWKS now and installs it with the static keys. On failure
+    /// the current key set stays.
+    pub async fn refresh(&self) -> Result<usize, FetchError> {
+        let _single_flight = self.last_refetch.lock().await;
+        self.fetch_and_install().await
+    }
+
+    async fn fetch_and_install(&self) -> Result<usize, FetchError> {
+        let Some(fetcher) = &self.fetcher else {
+            return Ok(self.keys.load().len());
+        };
+        let fetched = fetcher.fetch().await?;
+        for skipped in &fetched.skipped {
+            tracing::warn!(url = fetcher.url(), "skipped a JWK: {skipped}");
+        }
+        let keys = KeySet::new(self.static_keys.iter().cloned().chain(fetched.keys));
+        let count = keys.len();
+        self.install(keys);
+        Ok(count)
+    }
+
+    /// Refetches because a token named `kid`: at most one fetch at a time, and
+    /// none if another happened within `min_refetch` or already brought the key.
+    async fn refetch_for(&self, kid: Option<&str>) {
+        let mut last = self.last_refetch.lock().await;
+        if kid.is_some_and(|kid| self.keys.load().contains(kid)) {
+            return;
+        }
+        if last.is_some_and(|at| at.elapsed() < self.min_refetch) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.fetch_and_install().await {
+            Ok(count) => tracing::info!(keys = count, "refetched the JWKS for an unknown kid"),
+            Err(error) => tracing::warn!(%error, "refetching the JWKS for an unknown kid failed"),
+        }
+    }
+
+    /// Checks a token at `now` (Unix seconds): cached approval, or full
+    /// verification, refetching the key set once for an unknown kid.
+    pub async fn check(&self, token: Option<&str>, now: u64) -> Result<Approval, AuthError> {
+        match self.quick_check(token, now) {
+            Quick::Done(result) => result,
+            Quick::UnknownKid => {
+                let token = token.unwrap_or_default();
+                let kid = token::read_header(token, &self.policy)?.kid;
+                if self.fetcher.is_some() {
+                    self.refetch_for(kid.as_deref()).await;
+                }
+                match self.quick_check(Some(token), now) {
+                    Quick::Done(result) => result,
+                    Quick::UnknownKid if !self.keys_loaded() => Err(AuthError::NoKeys),
+                    Quick::UnknownKid => Err(AuthError::UnknownKey(
+                        kid.as_deref()
+                            .map(printable)
+                            .unwrap_or_else(|| "none".into()),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn quick_check(&self, token: Option<&str>, now: u64) -> Quick {
+        let token = match token {
+            Some(token) if !token.is_empty() => token,
+            _ => return Quick::Done(Err(AuthError::Missing)),
+        };
+        if token.len() > self.policy.max_token_bytes {
+            return Quick::Done(Err(AuthError::TooLarge {
+                len: token.len(),
+                max: self.policy.max_token_bytes,
+            }));
+        }
+        let digest = cache::token_digest(token);
+        if let Some(approval) = self.cache.get(&digest) {
+            return Quick::Done(
+                approval
+                    .check_time(now, self.policy.leeway_secs)
+                    .map(|()| approval),
+            );
+        }
+        let header = match token::read_header(token, &self.policy) {
+            Ok(header) => header,
+            Err(error) => return Quick::Done(Err(error)),
+        };
+        let keys = self.keys.load();
+        let result = match header.kid.as_deref() {
+            Some(kid) => match keys.get(kid) {
+                Some(key) => token::verify(token, &header, key, &self.policy, now),
+                None => return Quick::UnknownKid,
+            },
+            None => {
+                let mut candidates = keys
+                    .anonymous()
+                    .iter()
+                    .filter(|key| key.accepts(header.alg))
+                    .peekable();
+                if candidates.peek().is_none() {
+                    return Quick::UnknownKid;
+                }
+                // Without a kid, any key of the right type may have signed it.
+                let mut last = Err(AuthError::BadSignature);
+                for key in candidates {
+                    last = token::verify(token, &header, key, &self.policy, now);
+                    if !matches!(last, Err(AuthError::BadSignature)) {
+                        break;
+                    }
+                }
+                last
+            }
+        };
+        if let Ok(approval) = &result {
+            self.cache.insert(digest, approval.clone());
+        }
+        Quick::Done(result)
+    }
+
+    /// Keeps the key set fresh until `stopped` resolves: every `refresh`
+    /// after a success, and after a failure again with backoff (from 500 ms,
+    /// doubling up to `refresh`).
+    pub async fn keep_fresh(self: Arc<Self>, refresh: Duration, stopped: impl Future<Output = ()>) {
+        let Some(fetcher) = &self.fetcher else { return };
+        let url = fetcher.url().to_owned();
+        let mut backoff = Duration::from_millis(500);
+        tokio::pin!(stopped);
+        loop {
+            let wait = match self.refresh().await {
+                Ok(count) => {
+                    tracing::info!(%url, keys = count, kids = ?self.keys().kids(), "JWKS loaded");
+                    backoff = Duration::from_millis(500);
+                    refresh
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "JWKS refresh failed; keeping the last good key set");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(refresh);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut stopped => return,
+            }
+        }
+    }
+}
