@@ -217,7 +217,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         };
         match server.http_addr {
             Some(addr) => {
-                tracing::info!(http = %addr, admin = %server.admin_addr, auth = ?config.auth.mode,
+                tracing::info!(http = %addr, udp = ?server.udp_addr, admin = %server.admin_addr, auth = ?config.auth.mode,
                 "swarmgate is serving; announce at http://{addr}/announce")
             }
             None => {

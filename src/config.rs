@@ -55,17 +55,30 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UdpConfig {
-    /// Serve BEP 15 UDP announces (not in this build yet: enabling it is refused at start).
+    /// Serve BEP 15 UDP announces.
     pub enabled: bool,
-    /// Address and port to listen on.
+    /// Address and port to listen on; `[::]:PORT` serves IPv4 and IPv6 on a dual-stack host.
     pub listen: SocketAddr,
+    /// Secret for connection ids; empty means random at every start.
+    pub secret: String,
+    /// How long past two minutes a connection id is still accepted.
+    #[serde(with = "humantime_serde")]
+    pub connection_id_skew: Duration,
+    /// Believe the `ip` field of announces (only behind a trusted relay).
+    pub allow_ip_override: bool,
+    /// Socket worker tasks; 0 means one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for UdpConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 6969)),
+            secret: String::new(),
+            connection_id_skew: Duration::from_secs(30),
+            allow_ip_override: false,
+            workers: 0,
         }
     }
 }
@@ -248,10 +261,22 @@ listen = "0.0.0.0:6969"
 trusted_proxies = []
 
 [udp]
-# Serve BEP 15 UDP announces. Not in this build yet: enabling it is refused at start.
-enabled = false
-# Address and port to listen on.
+# Serve BEP 15 UDP announces; the token travels in BEP 41 URL data
+# (udp://HOST:6969/announce?jwt=...), which only libtorrent sends.
+enabled = true
+# Address and port to listen on. "[::]:6969" serves IPv4 and IPv6 on a
+# dual-stack host.
 listen = "0.0.0.0:6969"
+# Secret for connection ids. "" = random at every start; set the same value on
+# every instance behind one address to keep ids valid across them and restarts.
+secret = ""
+# How long past two minutes a connection id is still accepted (some clients
+# reuse ids a little late).
+connection_id_skew = "30s"
+# Believe the ip field of announces. Leave off unless a trusted relay sends them.
+allow_ip_override = false
+# Socket worker tasks; 0 = one per CPU core.
+workers = 0
 
 [admin]
 # The operators' listener (GET /healthz). Keep it off the public network.

@@ -19,6 +19,7 @@ use tower::util::BoxCloneSyncService;
 use crate::admin::{self, Readiness};
 use crate::config::{AuthConfig, AuthMode, Config};
 use crate::frontend::http::{self, HttpSettings, HttpState};
+use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings, system_clock};
 use crate::gateway::{Gateway, GatewayLayer, JwksFetcher, KeySources, TokenPolicy, keys};
 use crate::swarm::{Engine, EngineConfig};
 use crate::tracker::{BoxedTracker, TrackerService};
@@ -36,9 +37,6 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The configuration asks for something this build does not have yet.
-    #[error("{0}")]
-    Unsupported(&'static str),
     /// The gateway's keys could not be set up.
     #[error("{0}")]
     Keys(String),
@@ -48,6 +46,8 @@ pub enum StartError {
 pub struct Server {
     /// Where the HTTP frontend listens, if enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Where the UDP frontend listens, if enabled.
+    pub udp_addr: Option<SocketAddr>,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
     /// The swarm engine, for inspection.
@@ -60,12 +60,6 @@ pub struct Server {
 
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    if config.udp.enabled {
-        return Err(StartError::Unsupported(
-            "udp.enabled = true, but this build has no UDP frontend yet; set udp.enabled = false",
-        ));
-    }
-
     let engine = Arc::new(Engine::new(EngineConfig {
         peer_lifetime: config.announce.peer_lifetime,
         ..EngineConfig::default()
@@ -89,6 +83,46 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             let layered = GatewayLayer::new(gateway.clone()).layer(engine_service);
             (BoxCloneSyncService::new(layered), Some(gateway))
         }
+    };
+
+    let udp_addr = if config.udp.enabled {
+        let socket = tokio::net::UdpSocket::bind(config.udp.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "udp",
+                addr: config.udp.listen,
+                source,
+            })?;
+        let addr = socket.local_addr().map_err(|source| StartError::Bind {
+            what: "udp",
+            addr: config.udp.listen,
+            source,
+        })?;
+        let skew = config.udp.connection_id_skew;
+        let ids = if config.udp.secret.is_empty() {
+            ConnectionIds::random(skew)
+        } else {
+            ConnectionIds::new(config.udp.secret.as_bytes(), skew)
+        };
+        let frontend = UdpFrontend {
+            service: service.clone(),
+            settings: Arc::new(UdpSettings::from_config(&config)),
+            ids: Arc::new(ids),
+            clock: system_clock(),
+        };
+        let socket = Arc::new(socket);
+        let workers = match config.udp.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        for _ in 0..workers {
+            tasks.spawn(frontend.clone().serve(socket.clone(), stopped.clone()));
+        }
+        Some(addr)
+    } else {
+        None
     };
 
     let http_addr = if config.http.enabled {
@@ -151,6 +185,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
     Ok(Server {
         http_addr,
+        udp_addr,
         admin_addr,
         engine,
         gateway,

@@ -6,6 +6,8 @@
 //! URL inside the torrent carries a token minted (with `swarmgate mint`) for
 //! that torrent's infohash, exactly as the registry would sign it.
 //!
+//! Over UDP (BEP 15), the token travels as BEP 41 URL data.
+//!
 //! Needs Debian's `python3-libtorrent` and `aria2` (`.ci/run` installs them).
 //! Set `SWARMGATE_SKIP_INTEROP=1` to skip on a machine without them; without
 //! that, a missing client is a failure, never a silent pass.
@@ -76,7 +78,7 @@ fn downloads_of(server: &Server, summary: &str) -> u32 {
         .downloaded
 }
 
-async fn run(leecher: &str, kid: &str) {
+async fn run(leecher: &str, kid: &str, scheme: &str) {
     if skip() {
         eprintln!("SWARMGATE_SKIP_INTEROP=1: skipped");
         return;
@@ -94,7 +96,11 @@ async fn run(leecher: &str, kid: &str) {
     .await;
     assert!(failure(&refused).is_some_and(|r| r.starts_with("unapproved request: missing jwt")));
 
-    let line = transfer(&format!("http://{http}/announce"), leecher, kid).await;
+    let tracker = match scheme {
+        "udp" => server.udp_addr.expect("udp"),
+        _ => http,
+    };
+    let line = transfer(&format!("{scheme}://{tracker}/announce"), leecher, kid).await;
     assert!(
         line.starts_with(&format!("interop ok: {leecher} leecher downloaded 20 MiB")),
         "{line}"
@@ -110,10 +116,17 @@ async fn run(leecher: &str, kid: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_seeder_to_aria2_leecher_over_http_with_an_es256_token() {
-    run("aria2", "dev-es256").await;
+    run("aria2", "dev-es256", "http").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_seeder_to_libtorrent_leecher_over_http_with_an_rs256_token() {
-    run("libtorrent", "dev-rs256").await;
+    run("libtorrent", "dev-rs256", "http").await;
+}
+
+/// Over UDP the token rides in BEP 41 URL data, which only libtorrent sends,
+/// in one option of at most 255 bytes: an ES256 or EdDSA token fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_seeder_to_libtorrent_leecher_over_udp_with_an_eddsa_token() {
+    run("libtorrent", "dev-eddsa", "udp").await;
 }

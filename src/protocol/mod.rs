@@ -3,6 +3,8 @@
 //!
 //! - [`query`]: HTTP announce and scrape query strings (BEP 3, 7, 23, 48).
 //! - [`reply`]: the bencoded bodies written back to HTTP clients.
+//! - [`udp`]: BEP 15 UDP packets with BEP 41 options.
 
 pub mod query;
 pub mod reply;
+pub mod udp;

@@ -14,6 +14,7 @@ pub fn loopback_config() -> Config {
     let mut config = Config::default();
     config.auth.mode = swarmgate::config::AuthMode::Open;
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
+    config.udp.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin.listen = "127.0.0.1:0".parse().expect("addr");
     config
 }

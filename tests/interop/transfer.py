@@ -125,20 +125,37 @@ def run_aria2(torrent_path, leech_dir, seeder, log, deadline):
         sys.exit(f"interop failed: aria2 exited with {process.returncode}")
 
 
-def run_libtorrent(torrent_path, leech_dir, seeder, log, deadline):
+def leech(torrent_path, leech_dir, deadline):
+    """The libtorrent leecher, run in a process of its own: libtorrent keeps UDP
+    tracker connection ids in a process-wide cache, so a second session in the
+    seeder's process would reuse the seeder's id, which the tracker (rightly)
+    refuses from another port."""
     leecher = session(free_port())
     handle = add(leecher, torrent_path, leech_dir)
     while time.time() < deadline:
-        drain(seeder, log, "seeder")
-        drain(leecher, log, "leecher")
+        drain(leecher, sys.stdout, "leecher")
         if handle.status().is_seeding:
             # Let the completed announce reach the tracker before leaving.
             handle.force_reannounce()
             time.sleep(0.5)
-            drain(leecher, log, "leecher")
+            drain(leecher, sys.stdout, "leecher")
             return
         time.sleep(0.1)
     sys.exit("interop failed: the libtorrent leecher did not finish before the deadline")
+
+
+def run_libtorrent(torrent_path, leech_dir, seeder, log, deadline):
+    command = [sys.executable, __file__, "--leech-only", torrent_path, leech_dir,
+               "--timeout", str(max(1.0, deadline - time.time())), "--announce", "unused://127.0.0.1"]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    while process.poll() is None:
+        drain(seeder, log, "seeder")
+        if time.time() > deadline + 5:
+            process.kill()
+            sys.exit("interop failed: the libtorrent leecher did not finish before the deadline")
+        time.sleep(0.1)
+    if process.returncode != 0:
+        sys.exit(f"interop failed: the libtorrent leecher exited with {process.returncode}")
 
 
 def main():
@@ -149,7 +166,11 @@ def main():
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--mint", nargs=argparse.REMAINDER, default=None,
                         help="a `swarmgate mint ...` command line without --infohash; the token goes in the announce URL")
+    parser.add_argument("--leech-only", nargs=2, metavar=("TORRENT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.leech_only:
+        leech(args.leech_only[0], args.leech_only[1], time.time() + args.timeout)
+        return
 
     host = urlsplit(args.announce).hostname or ""
     if not (host.startswith("127.") or host in ("localhost", "::1")):
