@@ -183,40 +183,30 @@ fn keygen_writes_a_key_the_tracker_trusts_and_mint_warns_about_long_tokens() {
         loaded.skipped
     );
 
-    let minted = Command::new(BIN)
-        .args([
-            "mint",
-            "--kid",
-            "big",
-            "--issuer",
-            "r",
-            "--infohash",
-            &"ab".repeat(20),
-            "--key",
-        ])
-        .arg(dir.join("big.pem"))
-        .output()
-        .expect("runs");
+    let mint = |infohash: &str| {
+        Command::new(BIN)
+            .args([
+                "mint",
+                "--kid",
+                "big",
+                "--issuer",
+                "r",
+                "--infohash",
+                infohash,
+                "--key",
+            ])
+            .arg(dir.join("big.pem"))
+            .output()
+            .expect("runs")
+    };
+    let minted = mint(&"ab".repeat(20));
     assert!(minted.status.success());
     let stderr = String::from_utf8_lossy(&minted.stderr);
     assert!(
         stderr.contains("RS256 token") && stderr.contains("warning: longer than 241 characters"),
         "{stderr}"
     );
-    let bad = Command::new(BIN)
-        .args([
-            "mint",
-            "--kid",
-            "big",
-            "--issuer",
-            "r",
-            "--infohash",
-            "xyz",
-            "--key",
-        ])
-        .arg(dir.join("big.pem"))
-        .output()
-        .expect("runs");
+    let bad = mint("xyz");
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr)

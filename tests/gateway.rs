@@ -98,15 +98,26 @@ async fn wait_ready(server: &swarmgate::server::Server) {
     }
 }
 
+/// A JWKS server publishing `keys`, and a ready tracker trusting it (with `tweak` applied).
+async fn tracker_trusting(
+    keys: &[&RegistryKey],
+    tweak: impl FnOnce(&mut Config),
+) -> (JwksServer, swarmgate::server::Server, std::net::SocketAddr) {
+    let jwks = JwksServer::start(jwks_of(keys)).await;
+    let mut config = jwt_config(&jwks.url);
+    tweak(&mut config);
+    let server = start(config).await;
+    wait_ready(&server).await;
+    let http = server.http_addr.expect("http");
+    (jwks, server, http)
+}
+
 #[tokio::test]
 async fn every_accepted_algorithm_and_every_refusal() {
     let rsa = RegistryKey::new(KeyAlg::Rs256, "rsa-1").quay_shaped();
     let ec = RegistryKey::new(KeyAlg::Es256, "ec-1");
     let ed = RegistryKey::new(KeyAlg::EdDsa, "ed-1");
-    let jwks = JwksServer::start(jwks_of(&[&rsa, &ec, &ed])).await;
-    let server = start(jwt_config(&jwks.url)).await;
-    wait_ready(&server).await;
-    let http = server.http_addr.expect("http");
+    let (_jwks, server, http) = tracker_trusting(&[&rsa, &ec, &ed], |_| {}).await;
 
     for (key, alg) in [
         (&rsa, Algorithm::RS256),
@@ -296,10 +307,7 @@ async fn every_accepted_algorithm_and_every_refusal() {
 #[tokio::test]
 async fn oversize_tokens_are_refused_quickly_and_nothing_breaks() {
     let ec = RegistryKey::new(KeyAlg::Es256, "ec-1");
-    let jwks = JwksServer::start(jwks_of(&[&ec])).await;
-    let server = start(jwt_config(&jwks.url)).await;
-    wait_ready(&server).await;
-    let http = server.http_addr.expect("http");
+    let (_jwks, server, http) = tracker_trusting(&[&ec], |_| {}).await;
     let good = ec.sign(Algorithm::ES256, claims(1));
 
     // 64 KiB in a bearer header, and 60 KiB in the query (a URI tops out below 64 KiB).
@@ -359,10 +367,7 @@ async fn quay_shaped_keys_and_tokens_work_unchanged_including_its_config_check()
     let kid = "5f0e4d0d6d39c7d7e2fb0d6a2f4e1c2b9a8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
     let quay = RegistryKey::new(KeyAlg::Rs256, kid).quay_shaped();
     let other_instance = RegistryKey::new(KeyAlg::Rs256, &"e".repeat(64)).quay_shaped();
-    let jwks = JwksServer::start(jwks_of(&[&other_instance, &quay])).await;
-    let server = start(jwt_config(&jwks.url)).await;
-    wait_ready(&server).await;
-    let http = server.http_addr.expect("http");
+    let (jwks, server, http) = tracker_trusting(&[&other_instance, &quay], |_| {}).await;
 
     // Quay's configuration check: info_hash = sha1("test"), numwant=0, port=80.
     let sha1_test: [u8; 20] =
@@ -402,10 +407,7 @@ fn hex_of(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn scrape_answers_only_what_the_token_approves() {
     let ec = RegistryKey::new(KeyAlg::Es256, "ec-1");
-    let jwks = JwksServer::start(jwks_of(&[&ec])).await;
-    let server = start(jwt_config(&jwks.url)).await;
-    wait_ready(&server).await;
-    let http = server.http_addr.expect("http");
+    let (_jwks, server, http) = tracker_trusting(&[&ec], |_| {}).await;
     let token1 = ec.sign(Algorithm::ES256, claims(1));
     assert_eq!(announce_with(http, 1, &token1).await, None);
     assert_eq!(
@@ -447,10 +449,7 @@ async fn scrape_answers_only_what_the_token_approves() {
 #[tokio::test]
 async fn a_new_kid_is_accepted_on_first_use_and_refetches_are_rate_limited() {
     let old = RegistryKey::new(KeyAlg::Es256, "instance-a");
-    let jwks = JwksServer::start(jwks_of(&[&old])).await;
-    let server = start(jwt_config(&jwks.url)).await; // jwks_refresh = 1h
-    wait_ready(&server).await;
-    let http = server.http_addr.expect("http");
+    let (jwks, server, http) = tracker_trusting(&[&old], |_| {}).await; // jwks_refresh = 1h
     assert_eq!(
         announce_with(http, 1, &old.sign(Algorithm::ES256, claims(1))).await,
         None
@@ -496,12 +495,10 @@ async fn a_new_kid_is_accepted_on_first_use_and_refetches_are_rate_limited() {
 async fn a_removed_key_is_refused_after_refresh_even_when_cached() {
     let leaving = RegistryKey::new(KeyAlg::Es256, "leaving");
     let staying = RegistryKey::new(KeyAlg::Es256, "staying");
-    let jwks = JwksServer::start(jwks_of(&[&leaving, &staying])).await;
-    let mut config = jwt_config(&jwks.url);
-    config.auth.jwks_refresh = Duration::from_millis(200);
-    let server = start(config).await;
-    wait_ready(&server).await;
-    let http = server.http_addr.expect("http");
+    let (jwks, server, http) = tracker_trusting(&[&leaving, &staying], |c| {
+        c.auth.jwks_refresh = Duration::from_millis(200)
+    })
+    .await;
     let token = leaving.sign(Algorithm::ES256, claims(1));
     assert_eq!(announce_with(http, 1, &token).await, None);
     assert_eq!(
@@ -541,12 +538,10 @@ async fn a_removed_key_is_refused_after_refresh_even_when_cached() {
 #[tokio::test]
 async fn jwks_down_after_start_keeps_the_last_good_keys() {
     let key = RegistryKey::new(KeyAlg::Es256, "k");
-    let jwks = JwksServer::start(jwks_of(&[&key])).await;
-    let mut config = jwt_config(&jwks.url);
-    config.auth.jwks_refresh = Duration::from_millis(100);
-    let server = start(config).await;
-    wait_ready(&server).await;
-    let http = server.http_addr.expect("http");
+    let (jwks, server, http) = tracker_trusting(&[&key], |c| {
+        c.auth.jwks_refresh = Duration::from_millis(100)
+    })
+    .await;
     let cached = key.sign(Algorithm::ES256, claims(1));
     assert_eq!(announce_with(http, 1, &cached).await, None);
 
@@ -606,24 +601,12 @@ async fn jwks_down_at_start_refuses_clearly_then_recovers() {
 #[tokio::test]
 async fn development_keys_in_the_repo_verify_minted_tokens() {
     // The default configuration trusts keys/ (development keys, see keys/README.md).
-    let mut config = loopback_config();
-    config.auth = Config::default().auth;
-    let server = start(config).await;
+    let server = start(dev_config()).await;
     let http = server.http_addr.expect("http");
     for kid in ["dev-es256", "dev-eddsa", "dev-rs256"] {
-        let pem = std::fs::read(format!("{}/keys/{kid}.pem", env!("CARGO_MANIFEST_DIR")))
-            .expect("dev key");
-        let (key, alg) = mint::signing_key(&pem, None).expect("signing key");
-        let spec = mint::TokenSpec {
-            kid: kid.into(),
-            issuer: "dev-registry".into(),
-            audience: None,
-            info_hash: swarmgate::swarm::InfoHash([9; 20]),
-            ttl: None,
-        };
-        let token = mint::mint(&key, alg, &spec, unix_now()).expect("mint");
+        let token = mint_dev(kid, [9; 20], None);
         // Without exp (as Quay mints them), the short dev tokens fit libtorrent's UDP limit.
-        if alg != Algorithm::RS256 {
+        if kid != "dev-rs256" {
             assert!(
                 token.len() <= mint::UDP_TOKEN_LIMIT,
                 "{kid}: {} characters",
@@ -631,11 +614,7 @@ async fn development_keys_in_the_repo_verify_minted_tokens() {
             );
         }
         assert_eq!(announce_with(http, 9, &token).await, None, "{kid}");
-        let expiring = mint::TokenSpec {
-            ttl: Some(Duration::from_secs(3600)),
-            ..spec
-        };
-        let token = mint::mint(&key, alg, &expiring, unix_now()).expect("mint");
+        let token = mint_dev(kid, [9; 20], Some(Duration::from_secs(3600)));
         assert_eq!(announce_with(http, 9, &token).await, None, "{kid} with exp");
     }
     server.shutdown().await;

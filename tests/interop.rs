@@ -17,7 +17,6 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use swarmgate::config::Config;
 use swarmgate::server::Server;
 use swarmgate::swarm::{InfoHash, ScrapeRequest};
 
@@ -83,9 +82,7 @@ async fn run(leecher: &str, kid: &str, scheme: &str) {
         eprintln!("SWARMGATE_SKIP_INTEROP=1: skipped");
         return;
     }
-    let mut config = loopback_config();
-    config.auth = Config::default().auth; // jwt mode, development keys
-    let server = start(config).await;
+    let server = start(dev_config()).await; // jwt mode, development keys
     let http = server.http_addr.expect("http");
 
     // Without the token, the same tracker refuses the torrent outright.

@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use swarmgate::config::{AuthMode, Config};
+use swarmgate::config::AuthMode;
 use swarmgate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings};
-use swarmgate::gateway::layer::unix_now;
-use swarmgate::gateway::mint;
-use swarmgate::swarm::{Engine, EngineConfig, InfoHash};
+use swarmgate::swarm::{Engine, EngineConfig};
 use swarmgate::tracker::TrackerService;
 use tokio::net::UdpSocket;
 
@@ -348,27 +346,12 @@ fn url_data(path_and_query: &[u8], pieces: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn tokens_arrive_in_bep41_url_data() {
-    let mut config = loopback_config();
-    config.auth = Config::default().auth; // jwt mode with the development keys
-    let server = start(config).await;
+    let server = start(dev_config()).await;
     let tracker = server.udp_addr.expect("udp");
     let client = Client::new(tracker).await;
     let id = client.connect().await;
 
-    let mint_for = |kid: &str, torrent: u8| {
-        let pem = std::fs::read(format!("{}/keys/{kid}.pem", env!("CARGO_MANIFEST_DIR")))
-            .expect("dev key");
-        let (key, alg) = mint::signing_key(&pem, None).expect("key");
-        let spec = mint::TokenSpec {
-            kid: kid.into(),
-            issuer: "dev-registry".into(),
-            audience: None,
-            info_hash: InfoHash([torrent; 20]),
-            ttl: None,
-        };
-        mint::mint(&key, alg, &spec, unix_now()).expect("mint")
-    };
-    let token = mint_for("dev-eddsa", 3);
+    let token = mint_dev("dev-eddsa", [3; 20], None);
     let url = format!("/announce?jwt={token}");
     assert!(
         url.len() <= 255,
@@ -400,7 +383,7 @@ async fn tokens_arrive_in_bep41_url_data() {
         "unapproved request: invalid jwt: infohash not approved"
     );
     // An RS256 token cut at 255 bytes, as libtorrent sends it.
-    let long = format!("/announce?jwt={}", mint_for("dev-rs256", 3));
+    let long = format!("/announce?jwt={}", mint_dev("dev-rs256", [3; 20], None));
     let cut = &long.as_bytes()[..255];
     let reason = error_of(client.announce(id, 3, 1, 0, &url_data(cut, 1)).await);
     assert!(

@@ -19,6 +19,29 @@ pub fn loopback_config() -> Config {
     config
 }
 
+/// A jwt-mode configuration trusting the development keys in keys/, on loopback.
+pub fn dev_config() -> Config {
+    let mut config = loopback_config();
+    config.auth = Config::default().auth;
+    config
+}
+
+/// A token for `info_hash` signed by the development key `kid` (e.g. `dev-es256`).
+pub fn mint_dev(kid: &str, info_hash: [u8; 20], ttl: Option<std::time::Duration>) -> String {
+    use swarmgate::gateway::mint;
+    let pem =
+        std::fs::read(format!("{}/keys/{kid}.pem", env!("CARGO_MANIFEST_DIR"))).expect("dev key");
+    let (key, alg) = mint::signing_key(&pem, None).expect("signing key");
+    let spec = mint::TokenSpec {
+        kid: kid.into(),
+        issuer: "dev-registry".into(),
+        audience: None,
+        info_hash: swarmgate::swarm::InfoHash(info_hash),
+        ttl,
+    };
+    mint::mint(&key, alg, &spec, swarmgate::gateway::layer::unix_now()).expect("mint")
+}
+
 /// Starts a real server.
 pub async fn start(config: Config) -> Server {
     server::start(config).await.expect("server starts")
