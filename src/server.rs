@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::net::TcpListener;
@@ -20,6 +21,8 @@ use crate::admin::{self, Readiness};
 use crate::config::{AuthConfig, AuthMode, Config};
 use crate::frontend::http::{self, HttpSettings, HttpState};
 use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings, system_clock};
+#[cfg(target_os = "linux")]
+use crate::frontend::udp_batch;
 use crate::gateway::{Gateway, GatewayLayer, JwksFetcher, KeySources, TokenPolicy, keys};
 use crate::swarm::{Engine, EngineConfig};
 use crate::tracker::{BoxedTracker, TrackerService};
@@ -56,6 +59,9 @@ pub struct Server {
     pub gateway: Option<Arc<Gateway>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Batched UDP workers (plain threads) and their stop flag.
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    udp_stop: Arc<AtomicBool>,
 }
 
 /// Binds every listener and starts serving.
@@ -85,42 +91,23 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
     };
 
+    let mut udp_threads = Vec::new();
+    let udp_stop = Arc::new(AtomicBool::new(false));
     let udp_addr = if config.udp.enabled {
-        let socket = tokio::net::UdpSocket::bind(config.udp.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "udp",
-                addr: config.udp.listen,
-                source,
-            })?;
-        let addr = socket.local_addr().map_err(|source| StartError::Bind {
-            what: "udp",
-            addr: config.udp.listen,
-            source,
-        })?;
-        let skew = config.udp.connection_id_skew;
-        let ids = if config.udp.secret.is_empty() {
-            ConnectionIds::random(skew)
-        } else {
-            ConnectionIds::new(config.udp.secret.as_bytes(), skew)
-        };
         let frontend = UdpFrontend {
             service: service.clone(),
             settings: Arc::new(UdpSettings::from_config(&config)),
-            ids: Arc::new(ids),
+            ids: Arc::new(connection_ids(&config)),
             clock: system_clock(),
         };
-        let socket = Arc::new(socket);
-        let workers = match config.udp.workers {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            n => n,
-        };
-        for _ in 0..workers {
-            tasks.spawn(frontend.clone().serve(socket.clone(), stopped.clone()));
-        }
-        Some(addr)
+        Some(start_udp(
+            &config,
+            frontend,
+            &udp_stop,
+            &mut udp_threads,
+            &mut tasks,
+            &stopped,
+        )?)
     } else {
         None
     };
@@ -191,6 +178,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         gateway,
         stop,
         tasks,
+        udp_threads,
+        udp_stop,
     })
 }
 
@@ -198,6 +187,15 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, and waits for every task.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.udp_stop.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut self.udp_threads);
+        // UDP threads notice the flag within their 100 ms receive timeout.
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
         while self.tasks.join_next().await.is_some() {}
     }
 }
@@ -266,4 +264,90 @@ fn build_gateway(auth: &AuthConfig) -> Result<Gateway, StartError> {
         min_refetch: auth.jwks_min_refetch,
     };
     Ok(Gateway::new(policy, sources, auth.token_cache))
+}
+
+/// Connection ids from `udp.secret`, or a random secret when it is empty.
+fn connection_ids(config: &Config) -> ConnectionIds {
+    let skew = config.udp.connection_id_skew;
+    if config.udp.secret.is_empty() {
+        ConnectionIds::random(skew)
+    } else {
+        ConnectionIds::new(config.udp.secret.as_bytes(), skew)
+    }
+}
+
+/// Binds the UDP socket and starts `udp.workers` workers on it: batched
+/// `recvmmsg`/`sendmmsg` threads on Linux, tokio tasks elsewhere.
+#[cfg_attr(target_os = "linux", allow(unused_variables))]
+fn start_udp(
+    config: &Config,
+    frontend: UdpFrontend,
+    stop: &Arc<AtomicBool>,
+    threads: &mut Vec<std::thread::JoinHandle<()>>,
+    tasks: &mut JoinSet<()>,
+    stopped: &watch::Receiver<bool>,
+) -> Result<SocketAddr, StartError> {
+    let listen = config.udp.listen;
+    let bind_error = |source| StartError::Bind {
+        what: "udp",
+        addr: listen,
+        source,
+    };
+    let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+    let addr = socket.local_addr().map_err(bind_error)?;
+    let workers = match config.udp.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    #[cfg(target_os = "linux")]
+    {
+        let socket = Arc::new(socket);
+        let runtime = tokio::runtime::Handle::current();
+        for worker in 0..workers {
+            let (frontend, socket, runtime, stop) = (
+                frontend.clone(),
+                socket.clone(),
+                runtime.clone(),
+                stop.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("swarmgate-udp-{worker}"))
+                .spawn(move || {
+                    let poll = std::time::Duration::from_millis(100);
+                    // A bug must not silently take a worker away: log it and serve on.
+                    while !stop.load(Ordering::Relaxed) {
+                        let run = || {
+                            udp_batch::serve_batched(
+                                frontend.clone(),
+                                socket.clone(),
+                                runtime.clone(),
+                                stop.clone(),
+                                poll,
+                            )
+                        };
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => {
+                                tracing::error!(%error, "UDP worker cannot serve its socket");
+                                break;
+                            }
+                            Err(_) => tracing::error!("UDP worker panicked; restarting it"),
+                        }
+                    }
+                })
+                .map_err(bind_error)?;
+            threads.push(thread);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(socket).map_err(bind_error)?);
+        for _ in 0..workers {
+            tasks.spawn(frontend.clone().serve(socket.clone(), stopped.clone()));
+        }
+    }
+    Ok(addr)
 }

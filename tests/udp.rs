@@ -2,6 +2,8 @@
 //! scrape, connection ids, BEP 41 tokens, IPv6, and malformed packets.
 
 mod common;
+#[path = "common/jwks.rs"]
+mod jwks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -432,5 +434,52 @@ async fn ipv6_clients_get_18_byte_peers_and_dual_stack_serves_ipv4_too() {
         vec![SocketAddr::from(([127, 0, 0, 1], seeder4.port()))]
     );
     assert_eq!(seeders, 2, "counts cover both families");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_whose_key_must_first_be_fetched_is_answered_after_the_refetch() {
+    // The batched UDP worker answers most requests in place; one that waits on a
+    // JWKS refetch (unknown kid) finishes on the runtime and still gets its reply.
+    use swarmgate::gateway::mint::{self, KeyAlg};
+    let early = mint::generate(KeyAlg::Es256, "early").expect("keygen");
+    let jwks_doc =
+        |keys: &[&jsonwebtoken::jwk::Jwk]| serde_json::json!({ "keys": keys }).to_string();
+    let jwks = jwks::JwksServer::start(jwks_doc(&[&early.public_jwk])).await;
+    let mut config = loopback_config();
+    config.auth.mode = AuthMode::Jwt;
+    config.auth.keys_dir = String::new();
+    config.auth.jwks_url = jwks.url.clone();
+    config.auth.jwks_refresh = Duration::from_secs(3600);
+    let server = start(config).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.gateway.as_ref().expect("jwt").keys_loaded() {
+        assert!(std::time::Instant::now() < deadline, "keys never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let late = mint::generate(KeyAlg::EdDsa, "late").expect("keygen");
+    jwks.publish(jwks_doc(&[&early.public_jwk, &late.public_jwk]));
+    let (key, alg) = mint::signing_key(late.private_pem.as_bytes(), None).expect("key");
+    let spec = mint::TokenSpec {
+        kid: "late".into(),
+        issuer: "dev-registry".into(),
+        audience: None,
+        info_hash: swarmgate::swarm::InfoHash([6; 20]),
+        ttl: None,
+    };
+    let token = mint::mint(&key, alg, &spec, swarmgate::gateway::layer::unix_now()).expect("mint");
+    let client = Client::new(server.udp_addr.expect("udp")).await;
+    let id = client.connect().await;
+    let fetches = jwks.fetches();
+    let url = format!("/announce?jwt={token}");
+    let reply = client
+        .announce(id, 6, 1, 0, &url_data(url.as_bytes(), 1))
+        .await;
+    assert!(
+        matches!(reply, Reply::Announce { seeders: 1, .. }),
+        "answered after the refetch"
+    );
+    assert_eq!(jwks.fetches(), fetches + 1);
     server.shutdown().await;
 }

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::protocol::query;
 use crate::protocol::udp::{self, UdpAnnounceReply, UdpEvent, UdpRequest, UdpScrapeCounts};
 use crate::swarm::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
-use crate::tracker::{BoxedTracker, RequestKind, TrackerRequest, TrackerResponse};
+use crate::tracker::{BoxedTracker, Rejection, RequestKind, TrackerRequest, TrackerResponse};
 
 /// The largest reply payload per family: a 1500-byte MTU less IP and UDP headers.
 const MAX_PAYLOAD_V4: usize = 1500 - 20 - 8;
@@ -148,6 +148,27 @@ pub struct UdpFrontend {
     pub clock: UnixClock,
 }
 
+/// The outcome of the synchronous part of handling a packet.
+pub enum Step {
+    /// The reply, if any, is written.
+    Done,
+    /// The tracker service must answer `request` first; then [`UdpFrontend::finish`] writes the reply.
+    Call(TrackerRequest, Pending),
+}
+
+/// What writing the reply needs once the tracker service has answered.
+pub struct Pending {
+    /// Where the reply goes.
+    pub from: SocketAddr,
+    transaction_id: u32,
+    kind: PendingKind,
+}
+
+enum PendingKind {
+    Announce { ipv6: bool, max_peers: usize },
+    Scrape { info_hashes: Vec<[u8; 20]> },
+}
+
 impl UdpFrontend {
     /// Serves `socket` until `stopped` turns true. Run several on one socket to use several cores.
     pub async fn serve(self, socket: Arc<UdpSocket>, mut stopped: watch::Receiver<bool>) {
@@ -177,6 +198,15 @@ impl UdpFrontend {
 
     /// Answers one packet from `from` into `out`; leaves `out` empty when no reply may be sent.
     pub async fn handle(&self, packet: &[u8], from: SocketAddr, out: &mut Vec<u8>) {
+        if let Step::Call(request, pending) = self.begin(packet, from, out) {
+            let result = self.service.clone().oneshot(request).await;
+            self.finish(pending, result, out);
+        }
+    }
+
+    /// Parses and checks a packet; writes what needs no tracker service
+    /// (connect replies, errors) into `out`, or returns the request to make.
+    pub fn begin(&self, packet: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Step {
         let now = (self.clock)();
         let request = match udp::parse_request(packet) {
             Ok(request) => request,
@@ -185,50 +215,64 @@ impl UdpFrontend {
                 if let Some(transaction_id) = error.transaction_id {
                     udp::write_error(out, transaction_id, error.message, packet.len());
                 }
-                return;
+                return Step::Done;
             }
         };
-        match request {
+        let (connection_id, transaction_id) = match &request {
             UdpRequest::Connect { transaction_id } => {
-                udp::write_connect(out, transaction_id, self.ids.issue(now, &from));
+                udp::write_connect(out, *transaction_id, self.ids.issue(now, &from));
+                return Step::Done;
             }
-            UdpRequest::Announce(announce) => {
-                if !self.ids.verify(announce.connection_id, now, &from) {
-                    tracing::debug!(%from, "announce with a bad or expired connection id");
-                    udp::write_error(
-                        out,
-                        announce.transaction_id,
-                        "bad or expired connection id",
-                        packet.len(),
-                    );
-                    return;
-                }
-                self.announce(announce, from, out).await;
-            }
+            UdpRequest::Announce(announce) => (announce.connection_id, announce.transaction_id),
             UdpRequest::Scrape {
                 connection_id,
                 transaction_id,
-                info_hashes,
-            } => {
-                if !self.ids.verify(connection_id, now, &from) {
-                    udp::write_error(
-                        out,
-                        transaction_id,
-                        "bad or expired connection id",
-                        packet.len(),
-                    );
-                    return;
-                }
-                if info_hashes.len() > self.settings.max_scrape_infohashes {
-                    udp::write_error(out, transaction_id, "too many infohashes", MAX_PAYLOAD_V6);
-                    return;
-                }
-                self.scrape(transaction_id, info_hashes, out).await;
+                ..
+            } => (*connection_id, *transaction_id),
+        };
+        if !self.ids.verify(connection_id, now, &from) {
+            tracing::debug!(%from, "request with a bad or expired connection id");
+            udp::write_error(
+                out,
+                transaction_id,
+                "bad or expired connection id",
+                packet.len(),
+            );
+            return Step::Done;
+        }
+        match request {
+            UdpRequest::Announce(announce) => self.begin_announce(announce, from),
+            UdpRequest::Scrape { info_hashes, .. }
+                if info_hashes.len() > self.settings.max_scrape_infohashes =>
+            {
+                udp::write_error(out, transaction_id, "too many infohashes", MAX_PAYLOAD_V6);
+                Step::Done
             }
+            UdpRequest::Scrape { info_hashes, .. } => {
+                let request = TrackerRequest {
+                    kind: RequestKind::Scrape(ScrapeRequest {
+                        info_hashes: info_hashes.iter().copied().map(InfoHash).collect(),
+                    }),
+                    // BEP 41 options follow announces only, so a UDP scrape carries no token.
+                    token: None,
+                };
+                let kind = PendingKind::Scrape {
+                    info_hashes: info_hashes.to_vec(),
+                };
+                Step::Call(
+                    request,
+                    Pending {
+                        from,
+                        transaction_id,
+                        kind,
+                    },
+                )
+            }
+            UdpRequest::Connect { .. } => Step::Done,
         }
     }
 
-    async fn announce(&self, announce: udp::UdpAnnounce<'_>, from: SocketAddr, out: &mut Vec<u8>) {
+    fn begin_announce(&self, announce: udp::UdpAnnounce<'_>, from: SocketAddr) -> Step {
         let ip = if self.settings.allow_ip_override && !announce.ip.is_unspecified() {
             IpAddr::V4(announce.ip)
         } else {
@@ -259,10 +303,29 @@ impl UdpFrontend {
             }),
             token,
         };
-        match self.service.clone().oneshot(request).await {
-            Ok(TrackerResponse::Announce(response)) => {
+        let pending = Pending {
+            from,
+            transaction_id: announce.transaction_id,
+            kind: PendingKind::Announce { ipv6, max_peers },
+        };
+        Step::Call(request, pending)
+    }
+
+    /// Writes the reply to a request once the tracker service has answered.
+    pub fn finish(
+        &self,
+        pending: Pending,
+        result: Result<TrackerResponse, Rejection>,
+        out: &mut Vec<u8>,
+    ) {
+        let transaction_id = pending.transaction_id;
+        match (pending.kind, result) {
+            (
+                PendingKind::Announce { ipv6, max_peers },
+                Ok(TrackerResponse::Announce(response)),
+            ) => {
                 let reply = UdpAnnounceReply {
-                    transaction_id: announce.transaction_id,
+                    transaction_id,
                     interval: self.settings.interval,
                     leechers: response.stats.incomplete,
                     seeders: response.stats.complete,
@@ -275,31 +338,7 @@ impl UdpFrontend {
                     response.peers.iter().map(|p| p.addr),
                 );
             }
-            Ok(TrackerResponse::Scrape(_)) => {
-                udp::write_error(out, announce.transaction_id, "internal error", 64)
-            }
-            Err(rejection) => {
-                tracing::debug!(%from, cause = rejection.cause, "UDP announce rejected");
-                udp::write_error(
-                    out,
-                    announce.transaction_id,
-                    &rejection.reason,
-                    MAX_PAYLOAD_V6,
-                );
-            }
-        }
-    }
-
-    async fn scrape(&self, transaction_id: u32, info_hashes: &[[u8; 20]], out: &mut Vec<u8>) {
-        let request = TrackerRequest {
-            kind: RequestKind::Scrape(ScrapeRequest {
-                info_hashes: info_hashes.iter().copied().map(InfoHash).collect(),
-            }),
-            // BEP 41 options follow announces only, so a UDP scrape carries no token.
-            token: None,
-        };
-        match self.service.clone().oneshot(request).await {
-            Ok(TrackerResponse::Scrape(response)) => {
+            (PendingKind::Scrape { info_hashes }, Ok(TrackerResponse::Scrape(response))) => {
                 let counts = info_hashes.iter().map(|hash| {
                     let stats = response
                         .files
@@ -315,11 +354,10 @@ impl UdpFrontend {
                 });
                 udp::write_scrape(out, transaction_id, counts);
             }
-            Ok(TrackerResponse::Announce(_)) => {
-                udp::write_error(out, transaction_id, "internal error", 64)
-            }
-            Err(rejection) => {
-                udp::write_error(out, transaction_id, &rejection.reason, MAX_PAYLOAD_V6)
+            (_, Ok(_)) => udp::write_error(out, transaction_id, "internal error", 64),
+            (_, Err(rejection)) => {
+                tracing::debug!(from = %pending.from, cause = rejection.cause, "UDP request rejected");
+                udp::write_error(out, transaction_id, &rejection.reason, MAX_PAYLOAD_V6);
             }
         }
     }

@@ -1,5 +1,6 @@
 //! A real JWKS server on 127.0.0.1 port 0 whose key set the test can change,
 //! take down and bring back, and that counts how often it is fetched.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
