@@ -98,8 +98,15 @@ fn parse() -> Result<Options, String> {
         return Err("loadgen only targets loopback addresses".into());
     }
     let torrents = get(&flags, "torrents", 10_000u32)?.max(1);
+    let mut tokens = mint_tokens(&flags, torrents)?;
+    // --pad N: BEP 41 URL data of N bytes with no token, to measure what packet size alone costs.
+    let pad: usize = get(&flags, "pad", 0usize)?.min(240);
+    if tokens.is_empty() && pad > 0 {
+        let url = format!("/announce?x={}", "a".repeat(pad.saturating_sub(12)));
+        tokens = vec![[&[2, url.len() as u8][..], url.as_bytes()].concat(); torrents as usize];
+    }
     Ok(Options {
-        tokens: mint_tokens(&flags, torrents)?,
+        tokens,
         target,
         seconds: get(&flags, "seconds", 10u64)?.min(120),
         sockets: get(&flags, "sockets", 16usize)?.clamp(1, 1024),

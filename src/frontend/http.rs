@@ -208,8 +208,8 @@ fn claimed_ip(parsed: &AnnounceQuery<'_>) -> Option<IpAddr> {
 
 /// The bearer token: the `jwt` parameter, else an `Authorization: Bearer` header.
 fn token(query: &[u8], headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = query::param(query, "jwt") {
-        return Some(String::from_utf8_lossy(&value).into_owned());
+    if let Some(token) = query::jwt(query) {
+        return Some(token);
     }
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

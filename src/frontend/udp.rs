@@ -285,8 +285,7 @@ impl UdpFrontend {
             .unwrap_or(self.settings.default_numwant)
             .min(self.settings.max_numwant) as usize)
             .min(max_peers);
-        let token = query::param(announce.url_data.query(), "jwt")
-            .map(|t| String::from_utf8_lossy(&t).into_owned());
+        let token = query::jwt(announce.url_data.query());
         let request = TrackerRequest {
             kind: RequestKind::Announce(AnnounceRequest {
                 info_hash: InfoHash(announce.info_hash),

@@ -197,7 +197,7 @@ impl Gateway {
             }));
         }
         let digest = cache::token_digest(token);
-        if let Some(approval) = self.cache.get(&digest) {
+        if let Some(approval) = self.cache.get(&digest, now) {
             return Quick::Done(
                 approval
                     .check_time(now, self.policy.leeway_secs)
@@ -235,7 +235,7 @@ impl Gateway {
             }
         };
         if let Ok(approval) = &result {
-            self.cache.insert(digest, approval.clone());
+            self.cache.insert(digest, approval.clone(), now);
         }
         Quick::Done(result)
     }

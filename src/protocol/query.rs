@@ -111,7 +111,17 @@ pub fn pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 pub fn param<'a>(query: &'a [u8], name: &str) -> Option<Cow<'a, [u8]>> {
     pairs(query)
         .find(|(key, _)| *key == name.as_bytes())
-        .map(|(_, value)| percent_decode(value).into())
+        .map(|(_, value)| decoded(value))
+}
+
+/// The `jwt` parameter as text. Bytes that are not UTF-8 are replaced rather
+/// than dropped, so a garbled token is refused as malformed, not as missing.
+pub fn jwt(query: &[u8]) -> Option<String> {
+    let value = param(query, "jwt")?;
+    Some(match std::str::from_utf8(&value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(&value).into_owned(),
+    })
 }
 
 /// Parses an announce query.
@@ -191,7 +201,12 @@ pub fn parse_scrape(query: &[u8], max: usize) -> Result<ScrapeQuery, QueryError>
 }
 
 fn decoded(value: &[u8]) -> Cow<'_, [u8]> {
-    percent_decode(value).into()
+    // Tokens and numbers rarely contain escapes; a memchr is cheaper than decoding.
+    if value.contains(&b'%') {
+        percent_decode(value).into()
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 /// Decodes exactly 20 bytes without allocating.
@@ -369,6 +384,8 @@ mod tests {
         assert_eq!(parsed.ipv4, Some(Ipv4Addr::new(10, 9, 9, 9)));
         assert_eq!(parsed.ipv6, Some("2001:db8::1".parse().expect("v6")));
         assert_eq!(param(query, "jwt").as_deref(), Some(&b"tok"[..]));
+        assert_eq!(jwt(query).as_deref(), Some("tok"));
+        assert_eq!(jwt(b"jwt=a%2Eb%FF").as_deref(), Some("a.b\u{FFFD}"));
         assert_eq!(param(query, "absent"), None);
     }
 
