@@ -6,14 +6,15 @@
 //! Data flows one way: bytes → [`protocol`] → request → tracker service
 //! (behind the [`gateway`] in `jwt` mode) → [`swarm`] → response → [`protocol`] → bytes.
 //!
-//! - [`protocol`]: pure wire formats (query strings, bencoded replies).
-//! - [`frontend`]: sockets. The HTTP router and client-address resolution.
+//! - [`protocol`]: pure wire formats (query strings, bencoded replies, BEP 15/41 packets).
+//! - [`frontend`]: sockets. The HTTP router, UDP workers (batched on Linux),
+//!   connection ids, client-address resolution.
 //! - [`tracker`]: the protocol-agnostic [`tracker::TrackerRequest`] and the tower
 //!   service that answers it from the engine; the gateway layer wraps it.
 //! - [`gateway`]: the JWT check in front of the tracker service (a tower layer).
 //! - [`swarm`]: the engine. Swarms, peers, handout, expiry; pure, takes time and RNG.
 //! - [`config`]: the TOML configuration with its printed defaults.
-//! - [`admin`]: the operators' listener.
+//! - [`admin`]: the operators' listener (`/healthz`, `/readyz`).
 //! - [`server`]: startup wiring and graceful shutdown; [`cli`]: the command line.
 
 pub mod admin;
