@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::net::TcpListener;
@@ -20,9 +19,10 @@ use tower::util::BoxCloneSyncService;
 use crate::admin::{self, Readiness};
 use crate::config::{AuthConfig, AuthMode, Config};
 use crate::frontend::http::{self, HttpSettings, HttpState};
-use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings, system_clock};
+use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings};
 #[cfg(target_os = "linux")]
 use crate::frontend::udp_batch;
+use crate::gateway::layer::unix_now;
 use crate::gateway::{Gateway, GatewayLayer, JwksFetcher, KeySources, TokenPolicy, keys};
 use crate::swarm::{Engine, EngineConfig};
 use crate::tracker::{BoxedTracker, TrackerService};
@@ -59,9 +59,8 @@ pub struct Server {
     pub gateway: Option<Arc<Gateway>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    /// Batched UDP workers (plain threads) and their stop flag.
+    /// Batched UDP workers (plain threads; they watch `stop` too).
     udp_threads: Vec<std::thread::JoinHandle<()>>,
-    udp_stop: Arc<AtomicBool>,
 }
 
 /// Binds every listener and starts serving.
@@ -92,18 +91,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
 
     let mut udp_threads = Vec::new();
-    let udp_stop = Arc::new(AtomicBool::new(false));
     let udp_addr = if config.udp.enabled {
         let frontend = UdpFrontend {
             service: service.clone(),
             settings: Arc::new(UdpSettings::from_config(&config)),
             ids: Arc::new(connection_ids(&config)),
-            clock: system_clock(),
+            clock: Arc::new(unix_now),
         };
         Some(start_udp(
             &config,
             frontend,
-            &udp_stop,
             &mut udp_threads,
             &mut tasks,
             &stopped,
@@ -179,7 +176,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         stop,
         tasks,
         udp_threads,
-        udp_stop,
     })
 }
 
@@ -187,7 +183,6 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, and waits for every task.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        self.udp_stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.udp_threads);
         // UDP threads notice the flag within their 100 ms receive timeout.
         let _ = tokio::task::spawn_blocking(move || {
@@ -282,7 +277,6 @@ fn connection_ids(config: &Config) -> ConnectionIds {
 fn start_udp(
     config: &Config,
     frontend: UdpFrontend,
-    stop: &Arc<AtomicBool>,
     threads: &mut Vec<std::thread::JoinHandle<()>>,
     tasks: &mut JoinSet<()>,
     stopped: &watch::Receiver<bool>,
@@ -306,38 +300,14 @@ fn start_udp(
         let socket = Arc::new(socket);
         let runtime = tokio::runtime::Handle::current();
         for worker in 0..workers {
-            let (frontend, socket, runtime, stop) = (
+            let thread = udp_batch::spawn_worker(
+                format!("swarmgate-udp-{worker}"),
                 frontend.clone(),
                 socket.clone(),
                 runtime.clone(),
-                stop.clone(),
-            );
-            let thread = std::thread::Builder::new()
-                .name(format!("swarmgate-udp-{worker}"))
-                .spawn(move || {
-                    let poll = std::time::Duration::from_millis(100);
-                    // A bug must not silently take a worker away: log it and serve on.
-                    while !stop.load(Ordering::Relaxed) {
-                        let run = || {
-                            udp_batch::serve_batched(
-                                frontend.clone(),
-                                socket.clone(),
-                                runtime.clone(),
-                                stop.clone(),
-                                poll,
-                            )
-                        };
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-                            Ok(Ok(())) => {}
-                            Ok(Err(error)) => {
-                                tracing::error!(%error, "UDP worker cannot serve its socket");
-                                break;
-                            }
-                            Err(_) => tracing::error!("UDP worker panicked; restarting it"),
-                        }
-                    }
-                })
-                .map_err(bind_error)?;
+                stopped.clone(),
+            )
+            .map_err(bind_error)?;
             threads.push(thread);
         }
     }

@@ -14,7 +14,7 @@ use axum::routing::get;
 use ipnet::IpNet;
 use tower::ServiceExt;
 
-use super::client_ip;
+use super::{AnnounceLimits, client_ip};
 use crate::config::Config;
 use crate::protocol::query::{self, AnnounceEvent, AnnounceQuery};
 use crate::protocol::reply::{self, AnnounceReply, PeerFormat, ScrapeCounts};
@@ -24,16 +24,8 @@ use crate::tracker::{BoxedTracker, RequestKind, TrackerRequest, TrackerResponse}
 /// The parts of the configuration the HTTP frontend reads per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
-    /// `interval` in replies, seconds.
-    pub interval: u32,
-    /// `min interval` in replies, seconds.
-    pub min_interval: u32,
-    /// Peers handed out when the client names no `numwant`.
-    pub default_numwant: u32,
-    /// Upper bound on `numwant`.
-    pub max_numwant: u32,
-    /// Upper bound on infohashes per scrape.
-    pub max_scrape_infohashes: usize,
+    /// Intervals and numwant/scrape limits.
+    pub limits: AnnounceLimits,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -41,13 +33,8 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// Takes the HTTP frontend's settings from the configuration.
     pub fn from_config(config: &Config) -> Self {
-        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
         Self {
-            interval: secs(config.announce.interval),
-            min_interval: secs(config.announce.min_interval),
-            default_numwant: config.announce.default_numwant,
-            max_numwant: config.announce.max_numwant,
-            max_scrape_infohashes: config.announce.max_scrape_infohashes as usize,
+            limits: AnnounceLimits::from_config(&config.announce),
             trusted_proxies: config.http.trusted_proxies.clone(),
         }
     }
@@ -89,8 +76,8 @@ async fn announce(
         Ok((request, format)) => match state.service.clone().oneshot(request).await {
             Ok(TrackerResponse::Announce(response)) => reply::announce(
                 &AnnounceReply {
-                    interval: state.settings.interval,
-                    min_interval: state.settings.min_interval,
+                    interval: state.settings.limits.interval,
+                    min_interval: state.settings.limits.min_interval,
                     complete: response.stats.complete,
                     incomplete: response.stats.incomplete,
                     format,
@@ -118,7 +105,7 @@ async fn scrape(
     uri: Uri,
 ) -> Response {
     let query = uri.query().unwrap_or("").as_bytes();
-    let body = match query::parse_scrape(query, state.settings.max_scrape_infohashes) {
+    let body = match query::parse_scrape(query, state.settings.limits.max_scrape_infohashes) {
         Ok(parsed) => {
             let request = TrackerRequest {
                 kind: RequestKind::Scrape(ScrapeRequest {
@@ -174,10 +161,7 @@ fn build_announce(
             with_peer_ids: !parsed.no_peer_id,
         }
     };
-    let numwant = parsed
-        .numwant
-        .unwrap_or(settings.default_numwant)
-        .min(settings.max_numwant) as usize;
+    let numwant = settings.limits.numwant(parsed.numwant);
     let request = TrackerRequest {
         kind: RequestKind::Announce(AnnounceRequest {
             info_hash: InfoHash(parsed.info_hash),

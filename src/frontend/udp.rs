@@ -11,13 +11,14 @@
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use siphasher::sip::SipHasher24;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use super::AnnounceLimits;
 use crate::config::Config;
 use crate::protocol::query;
 use crate::protocol::udp::{self, UdpAnnounceReply, UdpEvent, UdpRequest, UdpScrapeCounts};
@@ -96,27 +97,11 @@ impl ConnectionIds {
 /// Where the UDP frontend reads the time (Unix seconds); tests inject their own.
 pub type UnixClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// The wall clock.
-pub fn system_clock() -> UnixClock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    })
-}
-
 /// The parts of the configuration the UDP frontend reads per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpSettings {
-    /// `interval` in replies, seconds.
-    pub interval: u32,
-    /// Peers handed out when the client sends numwant -1.
-    pub default_numwant: u32,
-    /// Upper bound on numwant.
-    pub max_numwant: u32,
-    /// Upper bound on infohashes per scrape.
-    pub max_scrape_infohashes: usize,
+    /// Intervals and numwant/scrape limits.
+    pub limits: AnnounceLimits,
     /// Believe the announce's `ip` field.
     pub allow_ip_override: bool,
 }
@@ -125,11 +110,7 @@ impl UdpSettings {
     /// Takes the UDP frontend's settings from the configuration.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            interval: u32::try_from(config.announce.interval.as_secs()).unwrap_or(u32::MAX),
-            default_numwant: config.announce.default_numwant,
-            max_numwant: config.announce.max_numwant,
-            max_scrape_infohashes: (config.announce.max_scrape_infohashes as usize)
-                .min(udp::MAX_SCRAPE_HASHES),
+            limits: AnnounceLimits::from_config(&config.announce),
             allow_ip_override: config.udp.allow_ip_override,
         }
     }
@@ -243,7 +224,7 @@ impl UdpFrontend {
         match request {
             UdpRequest::Announce(announce) => self.begin_announce(announce, from),
             UdpRequest::Scrape { info_hashes, .. }
-                if info_hashes.len() > self.settings.max_scrape_infohashes =>
+                if info_hashes.len() > self.settings.limits.max_scrape_infohashes =>
             {
                 udp::write_error(out, transaction_id, "too many infohashes", MAX_PAYLOAD_V6);
                 Step::Done
@@ -280,10 +261,10 @@ impl UdpFrontend {
         };
         let ipv6 = ip.is_ipv6();
         let max_peers = if ipv6 { MAX_PEERS_V6 } else { MAX_PEERS_V4 };
-        let numwant = (announce
-            .numwant
-            .unwrap_or(self.settings.default_numwant)
-            .min(self.settings.max_numwant) as usize)
+        let numwant = self
+            .settings
+            .limits
+            .numwant(announce.numwant)
             .min(max_peers);
         let token = query::jwt(announce.url_data.query());
         let request = TrackerRequest {
@@ -325,7 +306,7 @@ impl UdpFrontend {
             ) => {
                 let reply = UdpAnnounceReply {
                     transaction_id,
-                    interval: self.settings.interval,
+                    interval: self.settings.limits.interval,
                     leechers: response.stats.incomplete,
                     seeders: response.stats.complete,
                 };

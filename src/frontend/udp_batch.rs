@@ -14,11 +14,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use socket2::SockAddr;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::udp::{Step, UdpFrontend};
@@ -161,22 +161,46 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Serves `socket` on the calling thread until `stop` is set (checked at least
-/// every `poll` while idle). `runtime` runs the rare requests that must wait.
-pub fn serve_batched(
+/// Whether the server is stopping: it said so, or it is gone (a start that
+/// failed half-way drops the sender, and its workers must not live on).
+fn stopping(stopped: &watch::Receiver<bool>) -> bool {
+    stopped.has_changed().is_err() || *stopped.borrow()
+}
+
+/// Starts a worker thread serving `socket` until `stopped` turns true (checked
+/// at least every 100 ms while idle). `runtime` runs the rare requests that
+/// must wait. A panic is logged and the worker serves on, so a bug cannot
+/// silently take capacity away.
+pub fn spawn_worker(
+    name: String,
     frontend: UdpFrontend,
     socket: Arc<UdpSocket>,
     runtime: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
-    poll: Duration,
-) -> io::Result<()> {
-    socket.set_read_timeout(Some(poll))?;
-    // Futures polled here may register with the runtime's reactor (a JWKS fetch).
-    let _runtime = runtime.enter();
+    stopped: watch::Receiver<bool>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    std::thread::Builder::new().name(name).spawn(move || {
+        // Futures polled here may register with the runtime's reactor (a JWKS fetch).
+        let _runtime = runtime.enter();
+        while !stopping(&stopped) {
+            let run = || serve(&frontend, &socket, &runtime, &stopped);
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                tracing::error!("UDP worker panicked; restarting it");
+            }
+        }
+    })
+}
+
+fn serve(
+    frontend: &UdpFrontend,
+    socket: &Arc<UdpSocket>,
+    runtime: &tokio::runtime::Handle,
+    stopped: &watch::Receiver<bool>,
+) {
     let mut batch = Batch::new();
     let mut context = Context::from_waker(Waker::noop());
-    while !stop.load(Ordering::Relaxed) {
-        let received = match batch.receive(&socket) {
+    while !stopping(stopped) {
+        let received = match batch.receive(socket) {
             Ok(received) => received,
             Err(error)
                 if matches!(
@@ -234,7 +258,6 @@ pub fn serve_batched(
                 replies += 1;
             }
         }
-        batch.send(&socket, replies);
+        batch.send(socket, replies);
     }
-    Ok(())
 }

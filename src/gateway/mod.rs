@@ -65,8 +65,9 @@ pub struct Gateway {
 /// The outcome of the synchronous part of a check.
 enum Quick {
     Done(Result<Approval, AuthError>),
-    /// The token names a key we do not have; worth a refetch.
-    UnknownKid,
+    /// The token names a key we do not have (or none, and no key without a
+    /// kid fits); worth a refetch.
+    UnknownKid(Option<String>),
 }
 
 impl Gateway {
@@ -97,11 +98,6 @@ impl Gateway {
     /// The current key set.
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.load_full()
-    }
-
-    /// Whether a JWKS URL is configured.
-    pub fn has_fetcher(&self) -> bool {
-        self.fetcher.is_some()
     }
 
     /// How many verified tokens are cached.
@@ -166,16 +162,14 @@ impl Gateway {
     pub async fn check(&self, token: Option<&str>, now: u64) -> Result<Approval, AuthError> {
         match self.quick_check(token, now) {
             Quick::Done(result) => result,
-            Quick::UnknownKid => {
-                let token = token.unwrap_or_default();
-                let kid = token::read_header(token, &self.policy)?.kid;
+            Quick::UnknownKid(kid) => {
                 if self.fetcher.is_some() {
                     self.refetch_for(kid.as_deref()).await;
                 }
-                match self.quick_check(Some(token), now) {
+                match self.quick_check(token, now) {
                     Quick::Done(result) => result,
-                    Quick::UnknownKid if !self.keys_loaded() => Err(AuthError::NoKeys),
-                    Quick::UnknownKid => Err(AuthError::UnknownKey(
+                    Quick::UnknownKid(_) if !self.keys_loaded() => Err(AuthError::NoKeys),
+                    Quick::UnknownKid(_) => Err(AuthError::UnknownKey(
                         kid.as_deref()
                             .map(printable)
                             .unwrap_or_else(|| "none".into()),
@@ -190,11 +184,9 @@ impl Gateway {
             Some(token) if !token.is_empty() => token,
             _ => return Quick::Done(Err(AuthError::Missing)),
         };
-        if token.len() > self.policy.max_token_bytes {
-            return Quick::Done(Err(AuthError::TooLarge {
-                len: token.len(),
-                max: self.policy.max_token_bytes,
-            }));
+        // Before hashing: a 64 KiB token must cost nothing.
+        if let Err(error) = self.policy.check_size(token) {
+            return Quick::Done(Err(error));
         }
         let digest = cache::token_digest(token);
         if let Some(approval) = self.cache.get(&digest, now) {
@@ -212,7 +204,7 @@ impl Gateway {
         let result = match header.kid.as_deref() {
             Some(kid) => match keys.get(kid) {
                 Some(key) => token::verify(token, &header, key, &self.policy, now),
-                None => return Quick::UnknownKid,
+                None => return Quick::UnknownKid(header.kid),
             },
             None => {
                 let mut candidates = keys
@@ -221,7 +213,7 @@ impl Gateway {
                     .filter(|key| key.accepts(header.alg))
                     .peekable();
                 if candidates.peek().is_none() {
-                    return Quick::UnknownKid;
+                    return Quick::UnknownKid(None);
                 }
                 // Without a kid, any key of the right type may have signed it.
                 let mut last = Err(AuthError::BadSignature);

@@ -30,6 +30,19 @@ pub struct TokenPolicy {
     pub max_token_bytes: usize,
 }
 
+impl TokenPolicy {
+    /// Refuses a token longer than `max_token_bytes` before anything reads it.
+    pub fn check_size(&self, token: &str) -> Result<(), AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge {
+                len: token.len(),
+                max: self.max_token_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What a verified token approves, as kept in the verified-token cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {
@@ -90,12 +103,7 @@ struct RawHeader {
 /// Reads the header without trusting it, refusing oversize tokens and
 /// algorithms outside the policy (`none` and HMAC always).
 pub fn read_header(token: &str, policy: &TokenPolicy) -> Result<TokenHeader, AuthError> {
-    if token.len() > policy.max_token_bytes {
-        return Err(AuthError::TooLarge {
-            len: token.len(),
-            max: policy.max_token_bytes,
-        });
-    }
+    policy.check_size(token)?;
     let mut parts = token.split('.');
     let (Some(header), Some(_claims), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
