@@ -219,6 +219,12 @@ pub struct LocalityConfig {
     pub ipv4_prefix: u8,
     /// IPv6 peers sharing this many leading bits are in one subnet.
     pub ipv6_prefix: u8,
+    /// Hand out peers nearest first (subnet, zone, region, other); `false` = uniformly random.
+    pub tiers: bool,
+    /// Every reply to a leecher holds at least this many seeders when the swarm has any (0 to 8).
+    pub seeder_guard: u8,
+    /// Percentage of each reply's slots given to the next farther tiers so groups stay connected.
+    pub spill_percent: u8,
     /// Operator-written topology; the longest matching prefix wins.
     pub sites: Vec<Site>,
 }
@@ -228,6 +234,9 @@ impl Default for LocalityConfig {
         Self {
             ipv4_prefix: 24,
             ipv6_prefix: 64,
+            tiers: true,
+            seeder_guard: 2,
+            spill_percent: 15,
             sites: Vec::new(),
         }
     }
@@ -339,6 +348,16 @@ max_token_bytes = 4096
 ipv4_prefix = 24
 # IPv6 peers sharing this many leading address bits are in one subnet.
 ipv6_prefix = 64
+# Hand out peers nearest first: same subnet, then same zone, then same region,
+# then anywhere (random within each tier). false = uniformly random handout.
+tiers = true
+# Starvation guard 1: every reply to a leecher holds at least this many
+# seeders (nearest first) when the swarm has any, even if nearer tiers are
+# full of leechers. 0 to 8; 0 disables.
+seeder_guard = 2
+# Starvation guard 2: this percentage of each reply's slots goes to the next
+# farther tiers, so racks and zones stay connected. 0 disables.
+spill_percent = 15
 # The operator's topology, one [[locality.sites]] table per site; the longest
 # matching prefix wins. Example:
 #   [[locality.sites]]
@@ -450,6 +469,12 @@ impl Config {
         }
         if self.locality.ipv6_prefix > 128 {
             return Err(("locality.ipv6_prefix", "must be 0 to 128".into()));
+        }
+        if self.locality.seeder_guard > 8 {
+            return Err(("locality.seeder_guard", "must be 0 to 8".into()));
+        }
+        if self.locality.spill_percent > 100 {
+            return Err(("locality.spill_percent", "must be 0 to 100".into()));
         }
         Ok(())
     }

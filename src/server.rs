@@ -17,14 +17,16 @@ use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use crate::admin::{self, Readiness};
-use crate::config::{AuthConfig, AuthMode, Config};
+use crate::config::{AuthConfig, AuthMode, Config, LocalityConfig};
 use crate::frontend::http::{self, HttpSettings, HttpState};
 use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings};
 #[cfg(target_os = "linux")]
 use crate::frontend::udp_batch;
 use crate::gateway::layer::unix_now;
 use crate::gateway::{Gateway, GatewayLayer, JwksFetcher, KeySources, TokenPolicy, keys};
-use crate::swarm::{Engine, EngineConfig};
+use crate::swarm::{
+    Engine, EngineConfig, HandoutPolicy, LocalitySettings, SiteSpec, Topology, TopologyError,
+};
 use crate::tracker::{BoxedTracker, TrackerService};
 
 /// Why the server could not start.
@@ -43,6 +45,9 @@ pub enum StartError {
     /// The gateway's keys could not be set up.
     #[error("{0}")]
     Keys(String),
+    /// `[locality]` describes no usable topology.
+    #[error("locality: {0}")]
+    Locality(#[from] TopologyError),
 }
 
 /// A running tracker.
@@ -65,10 +70,13 @@ pub struct Server {
 
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    let engine = Arc::new(Engine::new(EngineConfig {
-        peer_lifetime: config.announce.peer_lifetime,
-        ..EngineConfig::default()
-    }));
+    let engine = Arc::new(Engine::with_locality(
+        EngineConfig {
+            peer_lifetime: config.announce.peer_lifetime,
+            ..EngineConfig::default()
+        },
+        locality_settings(&config.locality)?,
+    ));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let engine_service = TrackerService::new(engine.clone());
@@ -320,4 +328,26 @@ fn start_udp(
         }
     }
     Ok(addr)
+}
+
+/// The engine's view of `[locality]`: topology and handout policy.
+pub fn locality_settings(config: &LocalityConfig) -> Result<LocalitySettings, TopologyError> {
+    let sites: Vec<SiteSpec> = config
+        .sites
+        .iter()
+        .map(|site| SiteSpec {
+            network: site.cidr.network(),
+            prefix_len: site.cidr.prefix_len(),
+            zone: site.zone.clone(),
+            region: site.region.clone(),
+        })
+        .collect();
+    Ok(LocalitySettings {
+        topology: Topology::new(config.ipv4_prefix, config.ipv6_prefix, &sites)?,
+        policy: HandoutPolicy {
+            tiers: config.tiers,
+            seeder_guard: usize::from(config.seeder_guard),
+            spill_percent: config.spill_percent,
+        },
+    })
 }

@@ -2,16 +2,19 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::sample::sample_indices;
+use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
+use super::peers::{Announcer, PeerSet, saturating_u32};
 use super::types::{
-    AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, PeerId, ScrapeRequest,
-    ScrapeResponse, SwarmStats,
+    AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, ScrapeRequest, ScrapeResponse,
+    SwarmStats,
 };
 
 /// Settings the engine needs; the rest of the configuration stays outside.
@@ -47,14 +50,25 @@ pub struct PurgeStats {
     pub leechers: usize,
 }
 
+/// The topology and handout policy in force; swapped whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct LocalitySettings {
+    /// Where addresses sit.
+    pub topology: Topology,
+    /// How handouts use it.
+    pub policy: HandoutPolicy,
+}
+
 /// All swarms, sharded by infohash so that announces to different torrents rarely contend.
 ///
 /// Every operation locks one shard for a bounded amount of work: a hash
-/// lookup, an insert or removal in dense vectors, and O(numwant) sampling.
+/// lookup, an insert or removal in dense vectors and their locality index,
+/// and O(numwant) sampling.
 pub struct Engine {
     shards: Box<[Mutex<Shard>]>,
     epoch: Instant,
     peer_lifetime_secs: u32,
+    locality: ArcSwap<LocalitySettings>,
 }
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
@@ -62,6 +76,8 @@ type FastMap<K, V> = HashMap<K, V, RandomState>;
 #[derive(Default)]
 struct Shard {
     swarms: FastMap<InfoHash, Swarm>,
+    /// Peers handed out per tier by announces to this shard.
+    tiers: TierCounts,
 }
 
 /// One torrent's peers. IPv4 and IPv6 are kept apart: a peer is keyed by its
@@ -76,45 +92,15 @@ struct Swarm {
     last_announce: u32,
 }
 
-/// Peers of one family, stored densely so that a random index is a random peer.
-///
-/// Seeders and leechers live in separate vectors, so "leechers only" (for a
-/// seeder) and "anyone" (for a leecher) are both contiguous index ranges.
-struct PeerSet<A> {
-    slots: FastMap<PeerId, Slot>,
-    seeders: Vec<Entry<A>>,
-    leechers: Vec<Entry<A>>,
-}
-
-impl<A> Default for PeerSet<A> {
-    fn default() -> Self {
-        Self {
-            slots: FastMap::default(),
-            seeders: Vec::new(),
-            leechers: Vec::new(),
-        }
-    }
-}
-
-/// Where a peer's entry is: which vector, which index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    seeder: bool,
-    index: u32,
-}
-
-struct Entry<A> {
-    id: PeerId,
-    addr: A,
-    /// Engine seconds (since `Engine::epoch`) at which the peer is dropped.
-    expires_at: u32,
-    /// Whether this peer's `completed` event was already counted.
-    completed: bool,
-}
-
 impl Engine {
-    /// An empty engine. Its clock starts now; see [`Engine::epoch`].
+    /// An empty engine with no sites and the default handout policy. Its clock
+    /// starts now; see [`Engine::epoch`].
     pub fn new(config: EngineConfig) -> Self {
+        Self::with_locality(config, LocalitySettings::default())
+    }
+
+    /// An empty engine with a topology and handout policy.
+    pub fn with_locality(config: EngineConfig, locality: LocalitySettings) -> Self {
         let shards = (0..config.shards.max(1))
             .map(|_| Mutex::new(Shard::default()))
             .collect();
@@ -122,7 +108,19 @@ impl Engine {
             shards,
             epoch: Instant::now(),
             peer_lifetime_secs: u32::try_from(config.peer_lifetime.as_secs()).unwrap_or(u32::MAX),
+            locality: ArcSwap::from_pointee(locality),
         }
+    }
+
+    /// Replaces the topology and policy. Listed peers keep the locality they
+    /// announced with until their next announce re-files them.
+    pub fn set_locality(&self, locality: LocalitySettings) {
+        self.locality.store(Arc::new(locality));
+    }
+
+    /// Where the engine places `addr` (for tools and tests).
+    pub fn locate(&self, addr: std::net::IpAddr) -> Locality {
+        self.locality.load().topology.locate(addr)
     }
 
     /// The instant engine time counts from; tests build their `now` values from it.
@@ -130,7 +128,8 @@ impl Engine {
         self.epoch
     }
 
-    /// Records an announce and returns the swarm's counts and peers for the announcer.
+    /// Records an announce and returns the swarm's counts and peers for the
+    /// announcer, nearest tier first.
     pub fn announce<R: Rng + ?Sized>(
         &self,
         request: &AnnounceRequest,
@@ -138,7 +137,10 @@ impl Engine {
         rng: &mut R,
     ) -> AnnounceResponse {
         let now_secs = self.secs(now);
+        let settings = self.locality.load();
+        let locality = settings.topology.locate(request.addr.ip());
         let mut shard = self.shard(&request.info_hash).lock();
+        let shard = &mut *shard;
 
         if request.event == Event::Stopped {
             let Some(swarm) = shard.swarms.get_mut(&request.info_hash) else {
@@ -156,13 +158,33 @@ impl Engine {
         swarm.last_announce = now_secs;
         let expires_at = now_secs.saturating_add(self.peer_lifetime_secs);
         let mut peers = Vec::with_capacity(request.numwant.min(swarm.len()));
-        swarm.announce(request, expires_at, rng, &mut peers);
+        swarm.announce(
+            request,
+            locality,
+            expires_at,
+            &settings.policy,
+            rng,
+            &mut peers,
+        );
+        // Guard and spill picks join their tier: nearest first on the wire.
+        peers.sort_by_key(|peer| peer.tier);
+        for peer in &peers {
+            shard.tiers.0[peer.tier as usize] += 1;
+        }
         AnnounceResponse {
             stats: swarm.stats(),
             peers,
         }
     }
 
+    /// Peers handed out so far, per tier (the locality hit ratio's numerator and denominator).
+    pub fn tier_counts(&self) -> TierCounts {
+        let mut total = TierCounts::default();
+        for shard in self.shards.iter() {
+            total.add(&shard.lock().tiers);
+        }
+        total
+    }
     /// Counts for each distinct infohash asked about; unknown torrents count zero.
     pub fn scrape(&self, request: &ScrapeRequest) -> ScrapeResponse {
         let mut files: Vec<(InfoHash, SwarmStats)> = Vec::with_capacity(request.info_hashes.len());
@@ -198,8 +220,8 @@ impl Engine {
                     stats.removed_swarms += 1;
                     return false;
                 }
-                stats.seeders += swarm.v4.seeders.len() + swarm.v6.seeders.len();
-                stats.leechers += swarm.v4.leechers.len() + swarm.v6.leechers.len();
+                stats.seeders += swarm.v4.seeders() + swarm.v6.seeders();
+                stats.leechers += swarm.v4.leechers() + swarm.v6.leechers();
                 true
             });
             stats.swarms += shard.swarms.len();
@@ -234,8 +256,8 @@ impl Swarm {
 
     fn stats(&self) -> SwarmStats {
         SwarmStats {
-            complete: saturating_u32(self.v4.seeders.len() + self.v6.seeders.len()),
-            incomplete: saturating_u32(self.v4.leechers.len() + self.v6.leechers.len()),
+            complete: saturating_u32(self.v4.seeders() + self.v6.seeders()),
+            incomplete: saturating_u32(self.v4.leechers() + self.v6.leechers()),
             downloaded: self.downloaded,
         }
     }
@@ -257,27 +279,43 @@ impl Swarm {
     fn announce<R: Rng + ?Sized>(
         &mut self,
         request: &AnnounceRequest,
+        locality: Locality,
         expires_at: u32,
+        policy: &HandoutPolicy,
         rng: &mut R,
         out: &mut Vec<HandoutPeer>,
     ) {
         let seeder = request.is_seeder();
         let completing = request.event == Event::Completed;
         let id = &request.peer_id;
+        let who = Announcer {
+            id,
+            locality,
+            to_seeder: seeder,
+        };
+        let numwant = request.numwant;
         match request.addr {
             SocketAddr::V4(addr) => {
                 let counted_elsewhere = self.v6.has_completed(id);
-                if self.v4.upsert(*id, addr, seeder, expires_at, completing) && !counted_elsewhere {
+                if self
+                    .v4
+                    .upsert(*id, addr, locality, seeder, expires_at, completing)
+                    && !counted_elsewhere
+                {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
-                hand_out_dual(&self.v4, &self.v6, id, seeder, request.numwant, rng, out);
+                hand_out_dual(&self.v4, &self.v6, &who, numwant, policy, rng, out);
             }
             SocketAddr::V6(addr) => {
                 let counted_elsewhere = self.v4.has_completed(id);
-                if self.v6.upsert(*id, addr, seeder, expires_at, completing) && !counted_elsewhere {
+                if self
+                    .v6
+                    .upsert(*id, addr, locality, seeder, expires_at, completing)
+                    && !counted_elsewhere
+                {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
-                hand_out_dual(&self.v6, &self.v4, id, seeder, request.numwant, rng, out);
+                hand_out_dual(&self.v6, &self.v4, &who, numwant, policy, rng, out);
             }
         }
     }
@@ -289,9 +327,9 @@ impl Swarm {
 fn hand_out_dual<A, B, R>(
     own: &PeerSet<A>,
     other: &PeerSet<B>,
-    id: &PeerId,
-    to_seeder: bool,
+    who: &Announcer<'_>,
     numwant: usize,
+    policy: &HandoutPolicy,
     rng: &mut R,
     out: &mut Vec<HandoutPeer>,
 ) where
@@ -299,206 +337,37 @@ fn hand_out_dual<A, B, R>(
     B: Copy + Into<SocketAddr>,
     R: Rng + ?Sized,
 {
-    let from_other = if other.slots.contains_key(id) {
-        let other_available = other.available(id, to_seeder);
-        let own_shortfall = numwant.saturating_sub(own.available(id, to_seeder));
+    let from_other = if other.contains(who.id) {
+        let other_available = other.available(who);
+        let own_shortfall = numwant.saturating_sub(own.available(who));
         (numwant / 2).max(own_shortfall).min(other_available)
     } else {
         0
     };
-    own.hand_out(id, to_seeder, numwant - from_other, rng, out);
-    other.hand_out(id, to_seeder, from_other, rng, out);
+    own.hand_out(who, numwant - from_other, policy, rng, out);
+    other.hand_out(who, from_other, policy, rng, out);
 }
 
-impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
-    fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    fn has_completed(&self, id: &PeerId) -> bool {
-        self.slots
-            .get(id)
-            .is_some_and(|slot| self.entry(*slot).completed)
-    }
-
-    fn entry(&self, slot: Slot) -> &Entry<A> {
-        let list = if slot.seeder {
-            &self.seeders
-        } else {
-            &self.leechers
-        };
-        &list[slot.index as usize]
-    }
-
-    /// Inserts or refreshes a peer; returns whether this announce is the peer's
-    /// first completed download: a `completed` event, or a listed leecher
-    /// turning seeder (clients that finish and re-announce with `left=0`).
-    fn upsert(
-        &mut self,
-        id: PeerId,
-        addr: A,
-        seeder: bool,
-        expires_at: u32,
-        completing: bool,
-    ) -> bool {
-        let mut counted_before = false;
-        let mut finished = completing;
-        if let Some(slot) = self.slots.get(&id).copied() {
-            if slot.seeder == seeder {
-                let list = if seeder {
-                    &mut self.seeders
-                } else {
-                    &mut self.leechers
-                };
-                let entry = &mut list[slot.index as usize];
-                entry.addr = addr;
-                entry.expires_at = expires_at;
-                let first = completing && !entry.completed;
-                entry.completed |= completing;
-                return first;
-            }
-            // Role changed (leecher finished, or a seeder lost data): move lists.
-            counted_before = self.remove_slot(slot).completed;
-            finished |= seeder;
-        }
-        let list = if seeder {
-            &mut self.seeders
-        } else {
-            &mut self.leechers
-        };
-        let index = saturating_u32(list.len());
-        list.push(Entry {
-            id,
-            addr,
-            expires_at,
-            completed: counted_before || finished,
-        });
-        self.slots.insert(id, Slot { seeder, index });
-        finished && !counted_before
-    }
-
-    /// Removes a peer; returns whether it was an uncounted leecher that has
-    /// `finished` (so its download counts now).
-    fn remove(&mut self, id: &PeerId, finished: bool) -> bool {
-        match self.slots.get(id).copied() {
-            Some(slot) => {
-                let entry = self.remove_slot(slot);
-                finished && !slot.seeder && !entry.completed
-            }
-            None => false,
-        }
-    }
-
-    /// Removes the entry at `slot` by swapping the last entry into its place.
-    fn remove_slot(&mut self, slot: Slot) -> Entry<A> {
-        let list = if slot.seeder {
-            &mut self.seeders
-        } else {
-            &mut self.leechers
-        };
-        let removed = list.swap_remove(slot.index as usize);
-        if let Some(moved) = list.get(slot.index as usize) {
-            self.slots.insert(moved.id, slot);
-        }
-        self.slots.remove(&removed.id);
-        removed
-    }
-
-    /// Removes expired peers; returns how many.
-    fn purge(&mut self, now_secs: u32) -> usize {
-        let mut removed = 0;
-        for seeder in [true, false] {
-            let mut index = 0;
-            loop {
-                let list = if seeder {
-                    &self.seeders
-                } else {
-                    &self.leechers
-                };
-                let Some(entry) = list.get(index) else { break };
-                if entry.expires_at <= now_secs {
-                    self.remove_slot(Slot {
-                        seeder,
-                        index: saturating_u32(index),
-                    });
-                    removed += 1;
-                } else {
-                    index += 1;
-                }
+#[cfg(test)]
+impl Engine {
+    /// Checks every locality index against its entries; returns how many sets are indexed.
+    pub(super) fn check_indexes(&self) -> usize {
+        let mut indexed = 0;
+        for shard in self.shards.iter() {
+            for swarm in shard.lock().swarms.values() {
+                swarm.v4.check_index();
+                swarm.v6.check_index();
+                indexed += usize::from(swarm.v4.is_indexed()) + usize::from(swarm.v6.is_indexed());
             }
         }
-        removed
+        indexed
     }
-
-    /// How many peers `hand_out` could offer this announcer at most.
-    fn available(&self, exclude: &PeerId, to_seeder: bool) -> usize {
-        let (candidates, own_position) = self.candidates(exclude, to_seeder);
-        candidates - usize::from(own_position.is_some())
-    }
-
-    /// The size of the candidate range for this announcer, and its own position in it.
-    ///
-    /// Candidates are seeders then leechers for a leecher, leechers only for a seeder.
-    fn candidates(&self, exclude: &PeerId, to_seeder: bool) -> (usize, Option<usize>) {
-        let seeders = if to_seeder { 0 } else { self.seeders.len() };
-        let own_position = self.slots.get(exclude).and_then(|slot| match slot.seeder {
-            true if to_seeder => None,
-            true => Some(slot.index as usize),
-            false => Some(seeders + slot.index as usize),
-        });
-        (seeders + self.leechers.len(), own_position)
-    }
-
-    /// Appends up to `wanted` random peers other than `exclude`; returns how many.
-    ///
-    /// A seeder is offered leechers only; a leecher is offered seeders and leechers.
-    fn hand_out<R: Rng + ?Sized>(
-        &self,
-        exclude: &PeerId,
-        to_seeder: bool,
-        wanted: usize,
-        rng: &mut R,
-        out: &mut Vec<HandoutPeer>,
-    ) -> usize {
-        if wanted == 0 {
-            return 0;
-        }
-        let seeders = if to_seeder { 0 } else { self.seeders.len() };
-        let (candidates, own_position) = self.candidates(exclude, to_seeder);
-        let mut added = 0;
-        for position in sample_indices(
-            candidates,
-            wanted + usize::from(own_position.is_some()),
-            rng,
-        ) {
-            if Some(position) == own_position {
-                continue;
-            }
-            let entry = if position < seeders {
-                &self.seeders[position]
-            } else {
-                &self.leechers[position - seeders]
-            };
-            out.push(HandoutPeer {
-                id: entry.id,
-                addr: entry.addr.into(),
-            });
-            added += 1;
-            if added == wanted {
-                break;
-            }
-        }
-        added
-    }
-}
-
-fn saturating_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::swarm::PeerId;
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;

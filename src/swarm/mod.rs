@@ -7,12 +7,18 @@
 //! [`AnnounceRequest`] / [`ScrapeRequest`] and back.
 
 mod engine;
+mod locality;
+mod peers;
 mod sample;
 mod types;
 
-pub use engine::{Engine, EngineConfig, PurgeStats};
-pub use sample::sample_indices;
+pub use engine::{Engine, EngineConfig, LocalitySettings, PurgeStats};
+pub use locality::{HandoutPolicy, Locality, SiteSpec, Tier, TierCounts, Topology, TopologyError};
+pub use sample::{Walk, sample_indices};
 pub use types::{
     AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, InfoHashParseError, PeerId,
     ScrapeRequest, ScrapeResponse, SwarmStats,
 };
+
+#[cfg(test)]
+mod locality_tests;

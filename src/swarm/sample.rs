@@ -2,30 +2,66 @@
 
 use rand::{Rng, RngExt};
 
-/// Yields up to `wanted` distinct indices from `0..len`, every index equally likely.
+/// A walk over `0..len` in a random order that visits every index once.
 ///
 /// A full shuffle or a scan would cost O(len) per announce; instead this walks
 /// the ring `0..len` from a random start with a random stride coprime to
-/// `len`, which visits distinct indices, gives each index the same chance
-/// (`wanted / len`) of being picked, and varies which peers come together.
+/// `len`, which visits distinct indices, gives each index the same chance of
+/// coming first, and varies which peers come together. Stopping early is free,
+/// and a stopped walk resumes where it left off.
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    len: usize,
+    next: usize,
+    stride: usize,
+    left: usize,
+}
+
+impl Walk {
+    /// A fresh random walk over `0..len`.
+    pub fn new<R: Rng + ?Sized>(len: usize, rng: &mut R) -> Self {
+        let (next, stride) = if len <= 1 {
+            (0, 1)
+        } else {
+            (rng.random_range(0..len), coprime_stride(len, rng))
+        };
+        Self {
+            len,
+            next,
+            stride,
+            left: len,
+        }
+    }
+
+    /// Indices not visited yet.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+}
+
+impl Iterator for Walk {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let index = self.next;
+        // `len` fits a swarm, so `next + stride < 2 * len` cannot overflow.
+        self.next = (self.next + self.stride) % self.len;
+        Some(index)
+    }
+}
+
+/// Yields up to `wanted` distinct indices from `0..len`, every index equally likely.
 pub fn sample_indices<R: Rng + ?Sized>(
     len: usize,
     wanted: usize,
     rng: &mut R,
 ) -> impl Iterator<Item = usize> + use<R> {
-    let take = wanted.min(len);
-    let (start, stride) = if len <= 1 {
-        (0, 1)
-    } else {
-        (rng.random_range(0..len), coprime_stride(len, rng))
-    };
-    let mut next = start;
-    (0..take).map(move |_| {
-        let index = next;
-        // `len` fits a swarm, so `next + stride < 2 * len` cannot overflow.
-        next = (next + stride) % len;
-        index
-    })
+    Walk::new(len, rng).take(wanted)
 }
 
 /// A random stride in `1..len` sharing no factor with `len`, so the walk visits
@@ -67,6 +103,17 @@ mod tests {
             sorted.dedup();
             prop_assert_eq!(sorted.len(), picked.len(), "duplicates in {:?}", picked);
             prop_assert!(picked.iter().all(|&i| i < len));
+        }
+
+        #[test]
+        fn a_resumed_walk_still_visits_each_index_once(len in 0usize..300, first in 0usize..300, seed: u64) {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut walk = Walk::new(len, &mut rng);
+            let mut seen: Vec<usize> = walk.by_ref().take(first).collect();
+            prop_assert_eq!(walk.remaining(), len - seen.len());
+            seen.extend(walk);
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..len).collect::<Vec<_>>());
         }
     }
 

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::locality::Tier;
+
 /// A torrent's v1 infohash: the SHA-1 of its bencoded `info` dictionary.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InfoHash(pub [u8; 20]);
@@ -99,6 +101,8 @@ pub struct HandoutPeer {
     pub id: PeerId,
     /// Where to connect.
     pub addr: SocketAddr,
+    /// How near the peer is to the announcer.
+    pub tier: Tier,
 }
 
 /// Counts for one swarm, as announce and scrape replies carry them.

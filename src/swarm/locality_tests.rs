@@ -1,0 +1,391 @@
+//! Properties of locality-aware handouts over random topologies, through the engine.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use super::*;
+
+const TORRENT: InfoHash = InfoHash([3; 20]);
+
+/// A peer of a generated topology: region, zone, rack (subnet), host; region
+/// `None` puts it outside every site.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    region: Option<u8>,
+    zone: u8,
+    rack: u8,
+    host: u8,
+}
+
+impl Place {
+    fn ip(&self) -> IpAddr {
+        match self.region {
+            Some(region) => IpAddr::V4(Ipv4Addr::new(
+                10,
+                region,
+                self.zone * 16 + self.rack,
+                self.host,
+            )),
+            None => IpAddr::V4(Ipv4Addr::new(192, 168, self.rack, self.host)),
+        }
+    }
+}
+
+fn place() -> impl Strategy<Value = Place> {
+    (
+        prop_oneof![4 => (0u8..3).prop_map(Some), 1 => Just(None)],
+        0u8..3,
+        0u8..4,
+        1u8..=254,
+    )
+        .prop_map(|(region, zone, rack, host)| Place {
+            region,
+            zone,
+            rack,
+            host,
+        })
+}
+
+/// Sites: one /20 per (region, zone), named so that zone names repeat across regions.
+fn topology() -> Topology {
+    let mut sites = Vec::new();
+    for region in 0..3u8 {
+        for zone in 0..3u8 {
+            sites.push(SiteSpec {
+                network: IpAddr::V4(Ipv4Addr::new(10, region, zone * 16, 0)),
+                prefix_len: 20,
+                zone: format!("z{zone}"),
+                region: format!("r{region}"),
+            });
+        }
+    }
+    Topology::new(24, 64, &sites).expect("topology")
+}
+
+fn engine(policy: HandoutPolicy) -> Engine {
+    Engine::with_locality(
+        EngineConfig {
+            peer_lifetime: Duration::from_secs(100),
+            shards: 2,
+        },
+        LocalitySettings {
+            topology: topology(),
+            policy,
+        },
+    )
+}
+
+fn peer_id(n: usize) -> PeerId {
+    let mut id = [b'-'; 20];
+    id[12..].copy_from_slice(&(n as u64).to_be_bytes());
+    PeerId(id)
+}
+
+fn request(n: usize, place: &Place, seeder: bool, numwant: usize) -> AnnounceRequest {
+    AnnounceRequest {
+        info_hash: TORRENT,
+        peer_id: peer_id(n),
+        addr: SocketAddr::new(place.ip(), 6881 + (n % 1000) as u16),
+        event: Event::None,
+        left: u64::from(!seeder),
+        numwant,
+    }
+}
+
+fn policy() -> impl Strategy<Value = HandoutPolicy> {
+    prop_oneof![
+        3 => Just(HandoutPolicy::default()),
+        1 => (0usize..5, 0u8..40).prop_map(|(seeder_guard, spill_percent)| HandoutPolicy {
+            tiers: true,
+            seeder_guard,
+            spill_percent,
+        }),
+        1 => Just(HandoutPolicy::STRICT),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(120))]
+
+    /// Over random topologies and swarms on both sides of the index threshold:
+    /// never self, never seeder to seeder, no duplicates, as many as possible,
+    /// the seeder guard honoured, and tiers in order except for the guard and
+    /// spill slots.
+    #[test]
+    fn tiered_handouts_keep_their_promises(
+        peers in proptest::collection::vec((place(), any::<bool>()), 0..320),
+        announcer in (place(), any::<bool>()),
+        numwant in 0usize..90,
+        policy in policy(),
+        seed: u64,
+    ) {
+        let engine = engine(policy);
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(seed);
+        for (n, (place, seeder)) in peers.iter().enumerate() {
+            engine.announce(&request(n, place, *seeder, 0), now, rng);
+        }
+        let me = peers.len();
+        let (my_place, i_seed) = announcer;
+        let response = engine.announce(&request(me, &my_place, i_seed, numwant), now, rng);
+
+        let mine = engine.locate(my_place.ip());
+        let by_addr: HashMap<SocketAddr, (usize, bool)> = peers
+            .iter()
+            .enumerate()
+            .map(|(n, (place, seeder))| (request(n, place, *seeder, 0).addr, (n, *seeder)))
+            .collect();
+        let eligible: HashMap<usize, Tier> = peers
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, seeder))| !(i_seed && *seeder))
+            .map(|(n, (place, _))| (n, mine.tier_of(&engine.locate(place.ip()))))
+            .collect();
+
+        let mut handed = HashSet::new();
+        let mut seeders_handed = 0;
+        let mut last_tier = Tier::Subnet;
+        for peer in &response.peers {
+            let &(n, seeder) = by_addr.get(&peer.addr).expect("handed a peer that never announced");
+            prop_assert!(n != me, "handed itself");
+            prop_assert!(handed.insert(n), "duplicate {}", n);
+            prop_assert!(!(i_seed && seeder), "a seeder got a seeder");
+            prop_assert_eq!(peer.tier, eligible[&n], "wrong tier label");
+            prop_assert!(peer.tier >= last_tier, "reply not ordered by tier");
+            last_tier = peer.tier;
+            seeders_handed += usize::from(seeder);
+        }
+        prop_assert_eq!(handed.len(), numwant.min(eligible.len()));
+
+        let seeders_available = eligible.keys().filter(|&&n| peers[n].1).count();
+        let guard = if i_seed { 0 } else { policy.seeder_guard.min(numwant) };
+        prop_assert!(
+            seeders_handed >= guard.min(seeders_available),
+            "{} seeders handed, guard wants {}", seeders_handed, guard.min(seeders_available)
+        );
+
+        let nearest_left_out = eligible
+            .iter()
+            .filter(|(n, _)| !handed.contains(*n))
+            .map(|(_, tier)| *tier)
+            .min();
+        if let Some(nearest_left_out) = nearest_left_out {
+            let jumped = response.peers.iter().filter(|p| p.tier > nearest_left_out).count();
+            let spill = numwant * usize::from(policy.spill_percent) / 100;
+            prop_assert!(
+                jumped <= guard + spill,
+                "{} peers handed from tiers beyond a left-out {:?} peer; guard {} + spill {}",
+                jumped, nearest_left_out, guard, spill
+            );
+        }
+    }
+
+    /// Joins, leaves, role changes, moves and expiry, across the index
+    /// threshold both ways, keep the locality index exact.
+    #[test]
+    fn the_locality_index_stays_exact(
+        ops in proptest::collection::vec((0usize..260, place(), 0u8..6), 0..900),
+        seed: u64,
+    ) {
+        let engine = engine(HandoutPolicy::default());
+        let start = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(seed);
+        for (step, (n, place, op)) in ops.iter().enumerate() {
+            let now = start + Duration::from_secs(step as u64 / 10);
+            let mut announce = request(*n, place, *op % 2 == 0, 5);
+            match op {
+                4 => announce.event = Event::Stopped,
+                5 => {
+                    engine.purge_expired(now);
+                    continue;
+                }
+                _ => {}
+            }
+            engine.announce(&announce, now, rng);
+            engine.check_indexes();
+        }
+        engine.purge_expired(start + Duration::from_secs(10_000));
+        engine.check_indexes();
+    }
+}
+
+/// Big (indexed) swarm: the seeders of one tier are each handed out about
+/// equally often, whether picked by the guard or the tier fill.
+#[test]
+fn seeders_of_a_tier_share_the_load_in_a_big_swarm() {
+    let engine = engine(HandoutPolicy::default());
+    let now = engine.epoch();
+    let rng = &mut SmallRng::seed_from_u64(11);
+    let mut n = 0;
+    let mut add = |place: Place, seeder: bool| {
+        engine.announce(&request(n, &place, seeder, 0), now, rng);
+        n += 1;
+        n - 1
+    };
+    // The announcers' zone (region 0, zone 0) holds leechers only; region 0's
+    // zone 1 holds 12 seeders; 500 leechers elsewhere.
+    let seeders: Vec<usize> = (0..12)
+        .map(|host| {
+            add(
+                Place {
+                    region: Some(0),
+                    zone: 1,
+                    rack: host % 3,
+                    host: host + 1,
+                },
+                true,
+            )
+        })
+        .collect();
+    for host in 0..500usize {
+        let region = Some(1 + (host % 2) as u8);
+        add(
+            Place {
+                region,
+                zone: (host % 3) as u8,
+                rack: (host % 4) as u8,
+                host: (host % 250) as u8 + 1,
+            },
+            false,
+        );
+    }
+    let leechers: Vec<usize> = (0..30)
+        .map(|host| {
+            add(
+                Place {
+                    region: Some(0),
+                    zone: 0,
+                    rack: host % 2,
+                    host: host + 1,
+                },
+                false,
+            )
+        })
+        .collect();
+
+    assert_eq!(engine.check_indexes(), 1, "a swarm this big is indexed");
+    let seeder_addr: HashMap<SocketAddr, usize> = seeders
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            (
+                request(
+                    s,
+                    &Place {
+                        region: Some(0),
+                        zone: 1,
+                        rack: i as u8 % 3,
+                        host: i as u8 + 1,
+                    },
+                    true,
+                    0,
+                )
+                .addr,
+                i,
+            )
+        })
+        .collect();
+    let mut hits = vec![0u32; seeders.len()];
+    let rng = &mut SmallRng::seed_from_u64(12);
+    for round in 0..6_000 {
+        let who = leechers[round % leechers.len()];
+        let place = Place {
+            region: Some(0),
+            zone: 0,
+            rack: (who - 512) as u8 % 2,
+            host: (who - 512) as u8 + 1,
+        };
+        for peer in engine
+            .announce(&request(who, &place, false, 40), now, rng)
+            .peers
+        {
+            if let Some(&i) = seeder_addr.get(&peer.addr) {
+                hits[i] += 1;
+            }
+        }
+    }
+    let total: u32 = hits.iter().sum();
+    let mean = f64::from(total) / hits.len() as f64;
+    assert!(mean > 100.0, "seeders were handed out: {hits:?}");
+    for (i, &count) in hits.iter().enumerate() {
+        let deviation = (f64::from(count) - mean).abs() / mean;
+        assert!(
+            deviation < 0.15,
+            "seeder {i}: {count} handouts, mean {mean:.0}: {hits:?}"
+        );
+    }
+}
+
+/// A rack full of leechers, seeders only in another region: the guard still
+/// hands every leecher two of them, the spill share links it to other racks,
+/// and the strict policy does neither.
+#[test]
+fn guards_reach_past_a_crowded_rack() {
+    for (policy, want_seeders, want_beyond_rack) in [
+        (HandoutPolicy::default(), 2, 2 + 40 * 15 / 100),
+        (HandoutPolicy::STRICT, 0, 0),
+    ] {
+        let engine = engine(policy);
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(21);
+        let rack = |host| Place {
+            region: Some(0),
+            zone: 0,
+            rack: 0,
+            host,
+        };
+        for host in 1..=80u8 {
+            engine.announce(&request(usize::from(host), &rack(host), false, 0), now, rng);
+        }
+        for host in 1..=20u8 {
+            let elsewhere = Place {
+                region: Some(0),
+                zone: 1,
+                rack: 0,
+                host,
+            };
+            engine.announce(
+                &request(100 + usize::from(host), &elsewhere, false, 0),
+                now,
+                rng,
+            );
+            let far = Place {
+                region: Some(2),
+                zone: 2,
+                rack: 3,
+                host,
+            };
+            engine.announce(&request(200 + usize::from(host), &far, true, 0), now, rng);
+        }
+        for round in 0..50u8 {
+            let me = 1 + round;
+            let response =
+                engine.announce(&request(usize::from(me), &rack(me), false, 40), now, rng);
+            assert_eq!(response.peers.len(), 40);
+            let seeders = response
+                .peers
+                .iter()
+                .filter(|p| p.tier == Tier::Other)
+                .count();
+            let beyond = response
+                .peers
+                .iter()
+                .filter(|p| p.tier != Tier::Subnet)
+                .count();
+            assert_eq!(seeders, want_seeders, "{policy:?}");
+            assert_eq!(beyond, want_beyond_rack, "{policy:?}");
+            // The zone tier is empty, so the spill goes one further: the region.
+            let region = response
+                .peers
+                .iter()
+                .filter(|p| p.tier == Tier::Region)
+                .count();
+            assert_eq!(region, beyond - seeders, "{policy:?}");
+        }
+    }
+}

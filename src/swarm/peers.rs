@@ -1,0 +1,710 @@
+//! One address family's peers in one swarm: dense storage, a locality index
+//! for big swarms, and the handout that fills a reply tier by tier.
+//!
+//! Seeders and leechers live in two dense vectors so that a random index is a
+//! random peer. Small sets (the vast majority of swarms) carry no index: a
+//! handout classifies their few candidates in one pass over contiguous memory.
+//! Once a set grows past [`INDEX_BUILD`] peers it keeps, per role, a list of
+//! members for every subnet, zone and region present, maintained on every
+//! insert and removal, so a handout in a 100,000-peer swarm walks only the
+//! announcer's groups.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use foldhash::fast::RandomState;
+use rand::Rng;
+
+use super::locality::{HandoutPolicy, Locality, Tier};
+use super::sample::Walk;
+use super::types::{HandoutPeer, PeerId};
+
+type FastMap<K, V> = HashMap<K, V, RandomState>;
+
+/// A set this large gets a locality index.
+pub(super) const INDEX_BUILD: usize = 192;
+/// A set this small drops its index again (hysteresis, so sets at the
+/// threshold do not rebuild on every join and leave).
+pub(super) const INDEX_DROP: usize = 96;
+/// Most seeders one reply reserves for the seeder guard.
+const MAX_GUARD: usize = 8;
+
+const SEEDERS: usize = 0;
+const LEECHERS: usize = 1;
+const NO_LINK: u32 = u32::MAX;
+
+/// Peers of one family.
+pub(super) struct PeerSet<A> {
+    slots: FastMap<PeerId, Slot>,
+    /// `roles[SEEDERS]` and `roles[LEECHERS]`.
+    roles: [Vec<Entry<A>>; 2],
+    index: Option<Box<LocalityIndex>>,
+}
+
+impl<A> Default for PeerSet<A> {
+    fn default() -> Self {
+        Self {
+            slots: FastMap::default(),
+            roles: [Vec::new(), Vec::new()],
+            index: None,
+        }
+    }
+}
+
+/// Where a peer's entry is: which role, which index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    role: u8,
+    index: u32,
+}
+
+pub(super) struct Entry<A> {
+    id: PeerId,
+    addr: A,
+    locality: Locality,
+    /// Engine seconds at which the peer is dropped.
+    expires_at: u32,
+    /// Whether this peer's completed download was already counted.
+    completed: bool,
+}
+
+/// Per role and level (subnet, zone, region): group key → indexes of members.
+struct LocalityIndex {
+    groups: [[FastMap<u32, Vec<u32>>; 3]; 2],
+    /// Per role, parallel to the entries: each entry's position in its three groups.
+    links: [Vec<[u32; 3]>; 2],
+}
+
+/// The group keys of a locality per level; `None` for an unknown zone or region.
+fn level_keys(locality: &Locality) -> [Option<u32>; 3] {
+    [
+        Some(locality.subnet),
+        (locality.zone != 0).then_some(u32::from(locality.zone)),
+        (locality.region != 0).then_some(u32::from(locality.region)),
+    ]
+}
+
+impl LocalityIndex {
+    fn build<A>(roles: &[Vec<Entry<A>>; 2]) -> Self {
+        let mut index = Self {
+            groups: Default::default(),
+            links: [Vec::new(), Vec::new()],
+        };
+        for (role, entries) in roles.iter().enumerate() {
+            for (position, entry) in entries.iter().enumerate() {
+                index.insert(role, saturating_u32(position), &entry.locality);
+            }
+        }
+        index
+    }
+
+    /// Links entry `position` (the last of its role) into its groups.
+    fn insert(&mut self, role: usize, position: u32, locality: &Locality) {
+        let mut link = [NO_LINK; 3];
+        for (level, key) in level_keys(locality).into_iter().enumerate() {
+            if let Some(key) = key {
+                let members = self.groups[role][level].entry(key).or_default();
+                link[level] = saturating_u32(members.len());
+                members.push(position);
+            }
+        }
+        self.links[role].push(link);
+    }
+
+    /// Unlinks entry `position`, then records that the role's last entry
+    /// (`last`, with `last_locality`) moves into `position`, as `swap_remove` does.
+    fn remove(
+        &mut self,
+        role: usize,
+        position: u32,
+        locality: &Locality,
+        last: u32,
+        last_locality: &Locality,
+    ) {
+        let link = self.links[role][position as usize];
+        for (level, key) in level_keys(locality).into_iter().enumerate() {
+            let (Some(key), at) = (key, link[level]) else {
+                continue;
+            };
+            let groups = &mut self.groups[role][level];
+            let Some(members) = groups.get_mut(&key) else {
+                continue;
+            };
+            members.swap_remove(at as usize);
+            if let Some(&moved) = members.get(at as usize) {
+                self.links[role][moved as usize][level] = at;
+            } else if members.is_empty() {
+                groups.remove(&key);
+            }
+        }
+        if last != position {
+            let last_link = self.links[role][last as usize];
+            for (level, key) in level_keys(last_locality).into_iter().enumerate() {
+                if let Some(slot) = key
+                    .and_then(|key| self.groups[role][level].get_mut(&key))
+                    .and_then(|members| members.get_mut(last_link[level] as usize))
+                {
+                    *slot = position;
+                }
+            }
+        }
+        self.links[role].swap_remove(position as usize);
+    }
+
+    fn group(&self, role: usize, level: usize, key: Option<u32>) -> &[u32] {
+        key.and_then(|key| self.groups[role][level].get(&key))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Who is asking, as the handout needs it.
+pub(super) struct Announcer<'a> {
+    pub id: &'a PeerId,
+    pub locality: Locality,
+    /// A seeder is handed leechers only.
+    pub to_seeder: bool,
+}
+
+/// Candidates for one tier, as a sequence a [`Walk`] can index.
+enum Seq<'a> {
+    /// Positions into the concatenated candidates (seeders first, `seeders` of them).
+    Bucket { positions: &'a [u8], seeders: usize },
+    /// Members of the announcer's group in each role.
+    Groups {
+        seeders: &'a [u32],
+        leechers: &'a [u32],
+    },
+    /// Every entry of each role (the first `seeders` positions are seeders).
+    All { seeders: usize, leechers: usize },
+}
+
+impl Seq<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Seq::Bucket { positions, .. } => positions.len(),
+            Seq::Groups { seeders, leechers } => seeders.len() + leechers.len(),
+            Seq::All { seeders, leechers } => seeders + leechers,
+        }
+    }
+
+    /// The (role, index) at sequence position `k < len`.
+    fn at(&self, k: usize) -> (usize, u32) {
+        match self {
+            Seq::Bucket { positions, seeders } => {
+                let position = usize::from(positions[k]);
+                match position.checked_sub(*seeders) {
+                    None => (SEEDERS, saturating_u32(position)),
+                    Some(leecher) => (LEECHERS, saturating_u32(leecher)),
+                }
+            }
+            Seq::Groups { seeders, leechers } => match k.checked_sub(seeders.len()) {
+                None => (SEEDERS, seeders[k]),
+                Some(leecher) => (LEECHERS, leechers[leecher]),
+            },
+            Seq::All { seeders, .. } => match k.checked_sub(*seeders) {
+                None => (SEEDERS, saturating_u32(k)),
+                Some(leecher) => (LEECHERS, saturating_u32(leecher)),
+            },
+        }
+    }
+
+    /// Whether every candidate of the sequence already has the tier it is walked for.
+    fn exact(&self) -> bool {
+        matches!(self, Seq::Bucket { .. })
+    }
+}
+
+/// Without an index, candidates classified by tier in one pass: positions fit a byte.
+struct Buckets {
+    /// Per tier, seeders' positions first, then leechers'.
+    positions: [[u8; INDEX_BUILD]; 4],
+    lens: [usize; 4],
+    /// Per tier, how many of the positions are seeders (the guard walks only those).
+    seeder_lens: [usize; 4],
+    /// Candidate positions below this are seeders.
+    seeders: usize,
+}
+
+/// What one handout looks at: the set, the announcer, and (small sets) its candidates by tier.
+struct Handout<'s, 'a, A> {
+    set: &'s PeerSet<A>,
+    who: &'s Announcer<'a>,
+    own: Option<Slot>,
+    buckets: Option<Buckets>,
+}
+
+/// Where each tier's walk stands, and which seeders the guard picked.
+#[derive(Default)]
+struct Progress {
+    walks: [Option<Walk>; 4],
+    guard_walks: [Option<Walk>; 4],
+    guard_picks: [u32; MAX_GUARD],
+    guard_len: usize,
+}
+
+impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(super) fn seeders(&self) -> usize {
+        self.roles[SEEDERS].len()
+    }
+
+    pub(super) fn leechers(&self) -> usize {
+        self.roles[LEECHERS].len()
+    }
+
+    pub(super) fn contains(&self, id: &PeerId) -> bool {
+        self.slots.contains_key(id)
+    }
+
+    /// Whether the locality index is built (for tests and memory accounting).
+    #[cfg(test)]
+    pub(super) fn is_indexed(&self) -> bool {
+        self.index.is_some()
+    }
+
+    pub(super) fn has_completed(&self, id: &PeerId) -> bool {
+        self.slots
+            .get(id)
+            .is_some_and(|slot| self.entry(*slot).completed)
+    }
+
+    fn entry(&self, slot: Slot) -> &Entry<A> {
+        &self.roles[usize::from(slot.role)][slot.index as usize]
+    }
+
+    /// Inserts or refreshes a peer; returns whether this announce is the peer's
+    /// first completed download: a `completed` event, or a listed leecher
+    /// turning seeder (clients that finish and re-announce with `left=0`).
+    pub(super) fn upsert(
+        &mut self,
+        id: PeerId,
+        addr: A,
+        locality: Locality,
+        seeder: bool,
+        expires_at: u32,
+        completing: bool,
+    ) -> bool {
+        let role = if seeder { SEEDERS } else { LEECHERS };
+        let mut counted_before = false;
+        let mut finished = completing;
+        if let Some(slot) = self.slots.get(&id).copied() {
+            let entry = &mut self.roles[usize::from(slot.role)][slot.index as usize];
+            if usize::from(slot.role) == role && entry.locality == locality {
+                entry.addr = addr;
+                entry.expires_at = expires_at;
+                let first = completing && !entry.completed;
+                entry.completed |= completing;
+                return first;
+            }
+            // Role changed (leecher finished, or a seeder lost data), or the
+            // peer moved to another network: re-file it.
+            let was_seeder = usize::from(slot.role) == SEEDERS;
+            counted_before = self.remove_slot(slot).completed;
+            finished |= seeder && !was_seeder;
+        }
+        let entries = &mut self.roles[role];
+        let index = saturating_u32(entries.len());
+        entries.push(Entry {
+            id,
+            addr,
+            locality,
+            expires_at,
+            completed: counted_before || finished,
+        });
+        self.slots.insert(
+            id,
+            Slot {
+                role: role as u8,
+                index,
+            },
+        );
+        match &mut self.index {
+            Some(locality_index) => locality_index.insert(role, index, &locality),
+            None if self.slots.len() >= INDEX_BUILD => {
+                self.index = Some(Box::new(LocalityIndex::build(&self.roles)));
+            }
+            None => {}
+        }
+        finished && !counted_before
+    }
+
+    /// Removes a peer; returns whether it was an uncounted leecher that has
+    /// `finished` (so its download counts now).
+    pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> bool {
+        match self.slots.get(id).copied() {
+            Some(slot) => {
+                let entry = self.remove_slot(slot);
+                finished && usize::from(slot.role) == LEECHERS && !entry.completed
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the entry at `slot` by swapping its role's last entry into its place.
+    fn remove_slot(&mut self, slot: Slot) -> Entry<A> {
+        let role = usize::from(slot.role);
+        let position = slot.index as usize;
+        let entries = &mut self.roles[role];
+        let last = entries.len() - 1;
+        if let Some(index) = &mut self.index {
+            index.remove(
+                role,
+                slot.index,
+                &entries[position].locality,
+                saturating_u32(last),
+                &entries[last].locality,
+            );
+        }
+        let removed = entries.swap_remove(position);
+        if let Some(moved) = entries.get(position) {
+            self.slots.insert(moved.id, slot);
+        }
+        self.slots.remove(&removed.id);
+        if self.slots.len() <= INDEX_DROP {
+            self.index = None;
+        }
+        removed
+    }
+
+    /// Removes expired peers; returns how many.
+    pub(super) fn purge(&mut self, now_secs: u32) -> usize {
+        let mut removed = 0;
+        for role in [SEEDERS, LEECHERS] {
+            let mut index = 0;
+            while let Some(entry) = self.roles[role].get(index) {
+                if entry.expires_at <= now_secs {
+                    self.remove_slot(Slot {
+                        role: role as u8,
+                        index: saturating_u32(index),
+                    });
+                    removed += 1;
+                } else {
+                    index += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// How many peers a handout could offer this announcer at most.
+    pub(super) fn available(&self, who: &Announcer<'_>) -> usize {
+        let seeders = if who.to_seeder { 0 } else { self.seeders() };
+        let own = self
+            .slots
+            .get(who.id)
+            .is_some_and(|slot| !(who.to_seeder && usize::from(slot.role) == SEEDERS));
+        seeders + self.leechers() - usize::from(own)
+    }
+
+    /// Appends up to `wanted` peers for `who` to `out`, following `policy`.
+    pub(super) fn hand_out<R: Rng + ?Sized>(
+        &self,
+        who: &Announcer<'_>,
+        wanted: usize,
+        policy: &HandoutPolicy,
+        rng: &mut R,
+        out: &mut Vec<HandoutPeer>,
+    ) {
+        if wanted == 0 || self.len() == 0 {
+            return;
+        }
+        let mut handout = Handout {
+            set: self,
+            who,
+            own: self.slots.get(who.id).copied(),
+            buckets: None,
+        };
+        let progress = &mut Progress::default();
+        if !policy.tiers {
+            let all = handout.all();
+            let mut walk = Walk::new(all.len(), rng);
+            handout.take(progress, &all, false, None, &mut walk, wanted, false, out);
+            return;
+        }
+        if self.index.is_none() {
+            handout.buckets = Some(handout.classify());
+        }
+
+        let mut left = wanted;
+        if !who.to_seeder && policy.seeder_guard > 0 {
+            let mut guard = policy.seeder_guard.min(MAX_GUARD).min(wanted);
+            for tier in Tier::ALL {
+                if guard == 0 {
+                    break;
+                }
+                let got = handout.fill(progress, tier, true, true, guard, rng, out);
+                guard -= got;
+                left -= got;
+            }
+        }
+        let spill = wanted * usize::from(policy.spill_percent.min(100)) / 100;
+        let mut main = left.saturating_sub(spill);
+        let mut spill = left - main;
+        let mut reached = 0;
+        for (number, tier) in Tier::ALL.into_iter().enumerate() {
+            if main == 0 {
+                break;
+            }
+            let got = handout.fill(progress, tier, false, true, main, rng, out);
+            main -= got;
+            if got > 0 {
+                reached = number;
+            }
+        }
+        for tier in Tier::ALL.into_iter().skip(reached + 1) {
+            if spill == 0 {
+                break;
+            }
+            spill -= handout.fill(progress, tier, false, true, spill, rng, out);
+        }
+        // Far tiers empty, or near ones exhausted: whatever is left, nearest
+        // first. No probe budget here: walking tier t, every nearer peer has
+        // already been taken, so the walk skips at most `wanted` of them.
+        let mut rest = main + spill;
+        for tier in Tier::ALL {
+            if rest == 0 {
+                break;
+            }
+            rest -= handout.fill(progress, tier, false, false, rest, rng, out);
+        }
+    }
+}
+
+impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
+    fn all(&self) -> Seq<'static> {
+        Seq::All {
+            seeders: if self.who.to_seeder {
+                0
+            } else {
+                self.set.seeders()
+            },
+            leechers: self.set.leechers(),
+        }
+    }
+
+    /// One pass over a small set's candidates, filing each by tier.
+    fn classify(&self) -> Buckets {
+        let seeders = if self.who.to_seeder {
+            0
+        } else {
+            self.set.seeders()
+        };
+        let mut buckets = Buckets {
+            positions: [[0; INDEX_BUILD]; 4],
+            lens: [0; 4],
+            seeder_lens: [0; 4],
+            seeders,
+        };
+        let candidates = self.set.roles[SEEDERS][..seeders]
+            .iter()
+            .chain(&self.set.roles[LEECHERS]);
+        for (position, entry) in candidates.enumerate() {
+            if entry.id == *self.who.id {
+                continue;
+            }
+            let tier = self.who.locality.tier_of(&entry.locality) as usize;
+            let (Some(slot), Ok(position)) = (
+                buckets.positions[tier].get_mut(buckets.lens[tier]),
+                u8::try_from(position),
+            ) else {
+                // Cannot happen below INDEX_BUILD peers; skipping is the safe answer.
+                continue;
+            };
+            *slot = position;
+            buckets.lens[tier] += 1;
+            if usize::from(position) < seeders {
+                buckets.seeder_lens[tier] += 1;
+            }
+        }
+        buckets
+    }
+
+    /// The candidates of one tier; `seeders_only` for the seeder guard.
+    fn seq(&self, tier: Tier, seeders_only: bool) -> Seq<'_> {
+        if let Some(buckets) = &self.buckets {
+            // Walking only the seeder prefix keeps the guard's picks uniform;
+            // rejecting leechers on a walk over the whole bucket would favour
+            // whichever seeder follows the leechers in walk order.
+            let tier = tier as usize;
+            let len = if seeders_only {
+                buckets.seeder_lens[tier]
+            } else {
+                buckets.lens[tier]
+            };
+            return Seq::Bucket {
+                positions: &buckets.positions[tier][..len],
+                seeders: buckets.seeders,
+            };
+        }
+        let leechers_too = !seeders_only;
+        let seeders_too = !self.who.to_seeder;
+        match (&self.set.index, tier) {
+            (Some(index), Tier::Subnet | Tier::Zone | Tier::Region) => {
+                let level = tier as usize;
+                let key = level_keys(&self.who.locality)[level];
+                Seq::Groups {
+                    seeders: if seeders_too {
+                        index.group(SEEDERS, level, key)
+                    } else {
+                        &[]
+                    },
+                    leechers: if leechers_too {
+                        index.group(LEECHERS, level, key)
+                    } else {
+                        &[]
+                    },
+                }
+            }
+            _ => Seq::All {
+                seeders: if seeders_too { self.set.seeders() } else { 0 },
+                leechers: if leechers_too { self.set.leechers() } else { 0 },
+            },
+        }
+    }
+
+    /// Appends up to `wanted` peers of exactly `tier`; returns how many.
+    #[allow(clippy::too_many_arguments)]
+    fn fill<R: Rng + ?Sized>(
+        &self,
+        progress: &mut Progress,
+        tier: Tier,
+        guard: bool,
+        budgeted: bool,
+        wanted: usize,
+        rng: &mut R,
+        out: &mut Vec<HandoutPeer>,
+    ) -> usize {
+        let seq = self.seq(tier, guard);
+        if seq.len() == 0 {
+            return 0;
+        }
+        let walks = if guard {
+            &mut progress.guard_walks
+        } else {
+            &mut progress.walks
+        };
+        let mut walk = *walks[tier as usize].get_or_insert_with(|| Walk::new(seq.len(), rng));
+        let got = self.take(
+            progress,
+            &seq,
+            budgeted,
+            Some(tier),
+            &mut walk,
+            wanted,
+            guard,
+            out,
+        );
+        let walks = if guard {
+            &mut progress.guard_walks
+        } else {
+            &mut progress.walks
+        };
+        walks[tier as usize] = Some(walk);
+        got
+    }
+
+    /// Walks `seq`, appending up to `wanted` acceptable peers.
+    ///
+    /// Group sequences hold nearer peers too (a zone's list holds the
+    /// announcer's subnet); those are skipped, with a probe budget so that a
+    /// tier made almost only of nearer peers cannot turn a handout into a scan.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &self,
+        progress: &mut Progress,
+        seq: &Seq<'_>,
+        budgeted: bool,
+        tier: Option<Tier>,
+        walk: &mut Walk,
+        wanted: usize,
+        guard: bool,
+        out: &mut Vec<HandoutPeer>,
+    ) -> usize {
+        let check_tier = tier.filter(|_| !seq.exact());
+        // Once every nearer peer is taken, skipping them costs at most what
+        // this reply already holds; the budget covers that, so a budget only
+        // runs out on spill walks through untaken nearer peers.
+        let mut budget = if seq.exact() || !budgeted {
+            usize::MAX
+        } else {
+            4 * wanted + 32 + out.len()
+        };
+        let mut added = 0;
+        while added < wanted && budget > 0 {
+            let Some(k) = walk.next() else { break };
+            budget -= 1;
+            let (role, index) = seq.at(k);
+            if self
+                .own
+                .is_some_and(|own| usize::from(own.role) == role && own.index == index)
+            {
+                continue;
+            }
+            if guard && role != SEEDERS {
+                continue;
+            }
+            if !guard
+                && role == SEEDERS
+                && progress.guard_picks[..progress.guard_len].contains(&index)
+            {
+                continue;
+            }
+            let entry = &self.set.roles[role][index as usize];
+            let entry_tier = self.who.locality.tier_of(&entry.locality);
+            if check_tier.is_some_and(|tier| tier != entry_tier) {
+                continue;
+            }
+            if guard && progress.guard_len < MAX_GUARD {
+                progress.guard_picks[progress.guard_len] = index;
+                progress.guard_len += 1;
+            }
+            out.push(HandoutPeer {
+                id: entry.id,
+                addr: entry.addr.into(),
+                tier: entry_tier,
+            });
+            added += 1;
+        }
+        added
+    }
+}
+
+pub(super) fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+impl<A> PeerSet<A> {
+    /// Checks that the index, when present, lists exactly the entries, each where its links say.
+    pub(super) fn check_index(&self) {
+        let Some(index) = &self.index else { return };
+        for role in [SEEDERS, LEECHERS] {
+            assert_eq!(index.links[role].len(), self.roles[role].len());
+            let mut listed = 0;
+            for (position, entry) in self.roles[role].iter().enumerate() {
+                for (level, key) in level_keys(&entry.locality).into_iter().enumerate() {
+                    let link = index.links[role][position][level];
+                    match key {
+                        Some(key) => {
+                            assert_eq!(
+                                index.groups[role][level][&key][link as usize],
+                                position as u32
+                            );
+                            listed += 1;
+                        }
+                        None => assert_eq!(link, NO_LINK),
+                    }
+                }
+            }
+            let total: usize = index.groups[role]
+                .iter()
+                .flat_map(|groups| groups.values())
+                .map(Vec::len)
+                .sum();
+            assert_eq!(total, listed, "groups hold stale members");
+        }
+    }
+}
