@@ -2,50 +2,127 @@
 //!
 //! A re-announce by a leecher already in the swarm, wanting 50 peers, in a
 //! swarm that is one fifth seeders: the steady state of a deploy fleet.
+//! `engine_announce` has no sites (subnet tier only, addresses spread over
+//! /24s); `engine_announce_locality` places peers in 3 regions × 3 zones × 8
+//! racks with a sites map, so every tier and both guards are exercised.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use swarmgate::swarm::{AnnounceRequest, Engine, EngineConfig, Event, InfoHash, PeerId};
+use swarmgate::swarm::{
+    AnnounceRequest, Engine, EngineConfig, Event, HandoutPolicy, InfoHash, LocalitySettings,
+    PeerId, SiteSpec, Topology,
+};
 
-fn request(n: u32, left: u64) -> AnnounceRequest {
+fn request(n: u32, addr: SocketAddr, left: u64) -> AnnounceRequest {
     let mut id = [b'-'; 20];
     id[16..].copy_from_slice(&n.to_be_bytes());
     AnnounceRequest {
         info_hash: InfoHash([9; 20]),
         peer_id: PeerId(id),
-        addr: SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 6881)),
+        addr,
         event: Event::None,
         left,
         numwant: 50,
     }
 }
 
-fn announce(c: &mut Criterion) {
-    let mut group = c.benchmark_group("engine_announce");
+fn spread(n: u32) -> SocketAddr {
+    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 6881))
+}
+
+/// Region, zone, rack round-robin; hosts and ports make each peer distinct.
+fn placed(n: u32) -> SocketAddr {
+    let (region, zone, rack) = (n % 3, (n / 3) % 3, (n / 9) % 8);
+    let slot = n / 72;
+    let ip = Ipv4Addr::new(
+        10,
+        region as u8,
+        (zone * 8 + rack) as u8,
+        (slot % 250) as u8 + 1,
+    );
+    SocketAddr::new(IpAddr::V4(ip), 6881 + (slot / 250) as u16)
+}
+
+fn sites() -> LocalitySettings {
+    let mut sites = Vec::new();
+    for region in 0..3u8 {
+        for zone in 0..3u8 {
+            sites.push(SiteSpec {
+                network: IpAddr::V4(Ipv4Addr::new(10, region, zone * 8, 0)),
+                prefix_len: 21,
+                zone: format!("z{zone}"),
+                region: format!("r{region}"),
+            });
+        }
+    }
+    LocalitySettings {
+        topology: Topology::new(24, 64, &sites).expect("topology"),
+        policy: HandoutPolicy::default(),
+    }
+}
+
+fn run(
+    c: &mut Criterion,
+    name: &str,
+    sizes: &[u32],
+    locality: fn() -> LocalitySettings,
+    addr: fn(u32) -> SocketAddr,
+) {
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
-    for size in [10u32, 1_000, 100_000] {
-        let engine = Engine::new(EngineConfig::default());
+    for &size in sizes {
+        let engine = Engine::with_locality(EngineConfig::default(), locality());
         let now = Instant::now();
         let mut rng = SmallRng::seed_from_u64(1);
         for n in 0..size {
             let left = if n.is_multiple_of(5) { 0 } else { 1 };
-            engine.announce(&request(n, left), now, &mut rng);
+            engine.announce(&request(n, addr(n), left), now, &mut rng);
         }
         let mut next = 0u32;
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
             b.iter(|| {
+                // Leechers only (n % 5 != 0): the tiered path with the seeder guard.
                 next = (next + 1) % size;
-                let left = if next.is_multiple_of(5) { 0 } else { 1 };
-                black_box(engine.announce(&request(next, left), now, &mut rng))
+                if next.is_multiple_of(5) {
+                    next = (next + 1) % size;
+                }
+                black_box(engine.announce(&request(next, addr(next), 1), now, &mut rng))
             })
         });
     }
     group.finish();
+}
+
+fn announce(c: &mut Criterion) {
+    run(
+        c,
+        "engine_announce",
+        &[10, 100, 1_000, 100_000],
+        LocalitySettings::default,
+        spread,
+    );
+    run(
+        c,
+        "engine_announce_random",
+        &[100, 100_000],
+        || LocalitySettings {
+            policy: HandoutPolicy::RANDOM,
+            ..LocalitySettings::default()
+        },
+        spread,
+    );
+    run(
+        c,
+        "engine_announce_locality",
+        &[100, 1_000, 100_000],
+        sites,
+        placed,
+    );
 }
 
 criterion_group!(benches, announce);

@@ -16,6 +16,7 @@
 //! - [`config`]: the TOML configuration with its printed defaults.
 //! - [`admin`]: the operators' listener (`/healthz`, `/readyz`).
 //! - [`server`]: startup wiring and graceful shutdown; [`cli`]: the command line.
+//! - [`simulate`]: a seeded deployment model that runs handout policies through the engine.
 
 pub mod admin;
 pub mod cli;
@@ -24,5 +25,6 @@ pub mod frontend;
 pub mod gateway;
 pub mod protocol;
 pub mod server;
+pub mod simulate;
 pub mod swarm;
 pub mod tracker;

@@ -167,7 +167,10 @@ impl Engine {
             &mut peers,
         );
         // Guard and spill picks join their tier: nearest first on the wire.
-        peers.sort_by_key(|peer| peer.tier);
+        // Order within a tier is already random, so an unstable, in-place sort will do.
+        if settings.policy.tiers && !peers.is_sorted_by_key(|peer| peer.tier) {
+            peers.sort_unstable_by_key(|peer| peer.tier);
+        }
         for peer in &peers {
             shard.tiers.0[peer.tier as usize] += 1;
         }

@@ -454,11 +454,22 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
                 reached = number;
             }
         }
+        // Spill slots are dealt round-robin over every farther tier, nearest
+        // first: racks stay linked within a zone, zones within a region, and
+        // regions to each other through leechers, not only through seeders.
+        let mut open = [false; 4];
         for tier in Tier::ALL.into_iter().skip(reached + 1) {
-            if spill == 0 {
-                break;
+            open[tier as usize] = true;
+        }
+        while spill > 0 && open.iter().any(|&o| o) {
+            for tier in Tier::ALL {
+                if spill == 0 || !open[tier as usize] {
+                    continue;
+                }
+                let got = handout.fill(progress, tier, false, true, 1, rng, out);
+                spill -= got;
+                open[tier as usize] = got == 1;
             }
-            spill -= handout.fill(progress, tier, false, true, spill, rng, out);
         }
         // Far tiers empty, or near ones exhausted: whatever is left, nearest
         // first. No probe budget here: walking tier t, every nearer peer has

@@ -49,8 +49,12 @@ impl Iterator for Walk {
         }
         self.left -= 1;
         let index = self.next;
-        // `len` fits a swarm, so `next + stride < 2 * len` cannot overflow.
-        self.next = (self.next + self.stride) % self.len;
+        // `stride < len`, so one subtraction wraps; a `%` here would cost a
+        // division per peer handed out.
+        self.next += self.stride;
+        if self.next >= self.len {
+            self.next -= self.len;
+        }
         Some(index)
     }
 }
@@ -78,11 +82,23 @@ fn coprime_stride<R: Rng + ?Sized>(len: usize, rng: &mut R) -> usize {
     1
 }
 
+/// Binary (Stein's) gcd: shifts and subtractions, no division.
 fn gcd(mut a: usize, mut b: usize) -> usize {
-    while b != 0 {
-        (a, b) = (b, a % b);
+    if a == 0 || b == 0 {
+        return a | b;
     }
-    a
+    let shift = (a | b).trailing_zeros();
+    a >>= a.trailing_zeros();
+    loop {
+        b >>= b.trailing_zeros();
+        if a > b {
+            std::mem::swap(&mut a, &mut b);
+        }
+        b -= a;
+        if b == 0 {
+            return a << shift;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +158,13 @@ mod tests {
         assert_eq!(gcd(12, 18), 6);
         assert_eq!(gcd(7, 13), 1);
         assert_eq!(gcd(5, 0), 5);
+        assert_eq!(gcd(0, 5), 5);
+        assert_eq!(gcd(48, 180), 12);
+        for a in 1..200 {
+            for b in 1..200 {
+                let expected = (1..=a.min(b)).rev().find(|d| a % d == 0 && b % d == 0);
+                assert_eq!(Some(gcd(a, b)), expected, "gcd({a}, {b})");
+            }
+        }
     }
 }
