@@ -485,16 +485,26 @@ pub fn markdown(settings: &Settings, outcomes: &[Outcome]) -> String {
         * usize::from(s.zones)
         * usize::from(s.racks)
         * usize::from(s.agents);
+    let connections = match s.max_connections {
+        0 => format!(
+            "agents ask for {} peers and connect to all of them",
+            s.numwant
+        ),
+        cap => format!(
+            "agents keep at most {cap} connections, opened in reply order, and ask for {} peers",
+            cap.min(s.numwant)
+        ),
+    };
     let mut out = format!(
-        "Deployment: {} regions × {} zones × {} racks × {} agents = {agents} agents, one origin in region 0; \
-         layer of {} pieces; numwant {}; {} upload slots per agent ({} for the origin), {} piece per \
-         connection per round, {} pieces received per round at most; re-announce every {} rounds; seed {}.\n\n",
+        "Deployment: {} regions × {} zones × {} racks × {} agents = {agents} agents, one origin (the registry) \
+         in region 0; a layer of {} pieces; {connections}; {} upload slots per agent ({} for the origin), \
+         {} piece per connection per round, at most {} pieces received per round, rarest piece first; \
+         re-announce every {} rounds; seed {}.\n\n",
         s.regions,
         s.zones,
         s.racks,
         s.agents,
         s.pieces,
-        s.numwant,
         s.upload_slots,
         s.origin_slots,
         s.pieces_per_round,

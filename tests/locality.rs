@@ -44,7 +44,13 @@ async fn announce_from(
         .local_address(source.parse::<IpAddr>().expect("ip"))
         .build()
         .expect("client");
-    let query = announce_query(1, peer, port, left, &format!("&compact=1&numwant={numwant}"));
+    let query = announce_query(
+        1,
+        peer,
+        port,
+        left,
+        &format!("&compact=1&numwant={numwant}"),
+    );
     let body = client
         .get(format!("http://{tracker}/announce?{query}"))
         .send()

@@ -169,8 +169,14 @@ pub(super) struct Announcer<'a> {
 enum Seq<'a> {
     /// Positions into the concatenated candidates (seeders first, `seeders` of them).
     Bucket { positions: &'a [u8], seeders: usize },
-    /// Members of the announcer's group in each role.
+    /// Members of the announcer's zone or region in each role (nearer peers included).
     Groups {
+        seeders: &'a [u32],
+        leechers: &'a [u32],
+    },
+    /// Members of the announcer's subnet in each role: all of them subnet tier,
+    /// since the tier test compares the same subnet key.
+    Subnet {
         seeders: &'a [u32],
         leechers: &'a [u32],
     },
@@ -182,7 +188,9 @@ impl Seq<'_> {
     fn len(&self) -> usize {
         match self {
             Seq::Bucket { positions, .. } => positions.len(),
-            Seq::Groups { seeders, leechers } => seeders.len() + leechers.len(),
+            Seq::Groups { seeders, leechers } | Seq::Subnet { seeders, leechers } => {
+                seeders.len() + leechers.len()
+            }
             Seq::All { seeders, leechers } => seeders + leechers,
         }
     }
@@ -197,10 +205,12 @@ impl Seq<'_> {
                     Some(leecher) => (LEECHERS, saturating_u32(leecher)),
                 }
             }
-            Seq::Groups { seeders, leechers } => match k.checked_sub(seeders.len()) {
-                None => (SEEDERS, seeders[k]),
-                Some(leecher) => (LEECHERS, leechers[leecher]),
-            },
+            Seq::Groups { seeders, leechers } | Seq::Subnet { seeders, leechers } => {
+                match k.checked_sub(seeders.len()) {
+                    None => (SEEDERS, seeders[k]),
+                    Some(leecher) => (LEECHERS, leechers[leecher]),
+                }
+            }
             Seq::All { seeders, .. } => match k.checked_sub(*seeders) {
                 None => (SEEDERS, saturating_u32(k)),
                 Some(leecher) => (LEECHERS, saturating_u32(leecher)),
@@ -210,7 +220,7 @@ impl Seq<'_> {
 
     /// Whether every candidate of the sequence already has the tier it is walked for.
     fn exact(&self) -> bool {
-        matches!(self, Seq::Bucket { .. })
+        matches!(self, Seq::Bucket { .. } | Seq::Subnet { .. })
     }
 }
 
@@ -556,17 +566,20 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             (Some(index), Tier::Subnet | Tier::Zone | Tier::Region) => {
                 let level = tier as usize;
                 let key = level_keys(&self.who.locality)[level];
-                Seq::Groups {
-                    seeders: if seeders_too {
-                        index.group(SEEDERS, level, key)
-                    } else {
-                        &[]
-                    },
-                    leechers: if leechers_too {
-                        index.group(LEECHERS, level, key)
-                    } else {
-                        &[]
-                    },
+                let seeders = if seeders_too {
+                    index.group(SEEDERS, level, key)
+                } else {
+                    &[]
+                };
+                let leechers = if leechers_too {
+                    index.group(LEECHERS, level, key)
+                } else {
+                    &[]
+                };
+                if tier == Tier::Subnet {
+                    Seq::Subnet { seeders, leechers }
+                } else {
+                    Seq::Groups { seeders, leechers }
                 }
             }
             _ => Seq::All {
@@ -664,7 +677,11 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
                 continue;
             }
             let entry = &self.set.roles[role][index as usize];
-            let entry_tier = self.who.locality.tier_of(&entry.locality);
+            let entry_tier = match (tier, check_tier) {
+                // Exact sequences: no need to touch the entry's locality.
+                (Some(tier), None) => tier,
+                _ => self.who.locality.tier_of(&entry.locality),
+            };
             if check_tier.is_some_and(|tier| tier != entry_tier) {
                 continue;
             }
