@@ -186,18 +186,8 @@ impl Topology {
         ipv6_prefix: u8,
         sites: &[SiteSpec],
     ) -> Result<Self, TopologyError> {
-        if ipv4_prefix > 32 {
-            return Err(TopologyError::PrefixTooLong {
-                prefix_len: ipv4_prefix,
-                family: "IPv4",
-            });
-        }
-        if ipv6_prefix > 128 {
-            return Err(TopologyError::PrefixTooLong {
-                prefix_len: ipv6_prefix,
-                family: "IPv6",
-            });
-        }
+        check_prefix(ipv4_prefix, false)?;
+        check_prefix(ipv6_prefix, true)?;
         let mut topology = Self {
             ipv4_prefix,
             ipv6_prefix,
@@ -206,6 +196,8 @@ impl Topology {
         let mut zones: HashMap<(String, String), u16> = HashMap::new();
         let mut regions: HashMap<String, u16> = HashMap::new();
         for site in sites {
+            let len = site.prefix_len;
+            check_prefix(len, site.network.is_ipv6())?;
             let region = intern(
                 &mut regions,
                 &mut topology.region_names,
@@ -224,24 +216,10 @@ impl Topology {
             };
             match site.network {
                 IpAddr::V4(ip) => {
-                    let len = site.prefix_len;
-                    if len > 32 {
-                        return Err(TopologyError::PrefixTooLong {
-                            prefix_len: len,
-                            family: "IPv4",
-                        });
-                    }
                     let key = u32::from(ip) & mask32(len);
                     by_length(&mut topology.v4_sites, len).insert(key, (zone, region));
                 }
                 IpAddr::V6(ip) => {
-                    let len = site.prefix_len;
-                    if len > 128 {
-                        return Err(TopologyError::PrefixTooLong {
-                            prefix_len: len,
-                            family: "IPv6",
-                        });
-                    }
                     let key = u128::from(ip) & mask128(len);
                     by_length(&mut topology.v6_sites, len).insert(key, (zone, region));
                 }
@@ -312,6 +290,14 @@ impl Topology {
             .get(usize::from(region).checked_sub(1)?)
             .map(String::as_str)
     }
+}
+
+fn check_prefix(prefix_len: u8, ipv6: bool) -> Result<(), TopologyError> {
+    let (bits, family) = if ipv6 { (128, "IPv6") } else { (32, "IPv4") };
+    if prefix_len > bits {
+        return Err(TopologyError::PrefixTooLong { prefix_len, family });
+    }
+    Ok(())
 }
 
 fn intern(
