@@ -202,18 +202,15 @@ impl Topology {
                 &mut regions,
                 &mut topology.region_names,
                 site.region.clone(),
+                &site.region,
             )?;
-            let zone_key = (site.region.clone(), site.zone.clone());
-            let zone = match zones.get(&zone_key) {
-                Some(&id) => id,
-                None => {
-                    topology.zone_names.push(site.zone.clone());
-                    let id = u16::try_from(topology.zone_names.len())
-                        .map_err(|_| TopologyError::TooManySites)?;
-                    zones.insert(zone_key, id);
-                    id
-                }
-            };
+            // Zones are told apart per region: "a" of two regions are two zones.
+            let zone = intern(
+                &mut zones,
+                &mut topology.zone_names,
+                (site.region.clone(), site.zone.clone()),
+                &site.zone,
+            )?;
             match site.network {
                 IpAddr::V4(ip) => {
                     let key = u32::from(ip) & mask32(len);
@@ -249,11 +246,7 @@ impl Topology {
                         ^ (masked >> 64) as u32
                         ^ (masked >> 32) as u32
                         ^ masked as u32;
-                    let (zone, region) = self
-                        .v6_sites
-                        .iter()
-                        .find_map(|(len, map)| map.get(&(bits & mask128(*len))).copied())
-                        .unwrap_or((0, 0));
+                    let (zone, region) = site_of(&self.v6_sites, |len| bits & mask128(len));
                     Locality {
                         subnet: folded,
                         zone,
@@ -265,11 +258,7 @@ impl Topology {
     }
 
     fn locate_v4(&self, bits: u32) -> Locality {
-        let (zone, region) = self
-            .v4_sites
-            .iter()
-            .find_map(|(len, map)| map.get(&(bits & mask32(*len))).copied())
-            .unwrap_or((0, 0));
+        let (zone, region) = site_of(&self.v4_sites, |len| bits & mask32(len));
         Locality {
             subnet: bits & mask32(self.ipv4_prefix),
             zone,
@@ -300,18 +289,32 @@ fn check_prefix(prefix_len: u8, ipv6: bool) -> Result<(), TopologyError> {
     Ok(())
 }
 
-fn intern(
-    ids: &mut HashMap<String, u16>,
+/// The id of `key`, numbered from 1 in order of first appearance; `name` is
+/// what `zone_name`/`region_name` give back for it.
+fn intern<K: std::hash::Hash + Eq>(
+    ids: &mut HashMap<K, u16>,
     names: &mut Vec<String>,
-    name: String,
+    key: K,
+    name: &str,
 ) -> Result<u16, TopologyError> {
-    if let Some(&id) = ids.get(&name) {
+    if let Some(&id) = ids.get(&key) {
         return Ok(id);
     }
-    names.push(name.clone());
+    names.push(name.to_string());
     let id = u16::try_from(names.len()).map_err(|_| TopologyError::TooManySites)?;
-    ids.insert(name, id);
+    ids.insert(key, id);
     Ok(id)
+}
+
+/// The (zone, region) of the longest site prefix that `masked(len)` finds.
+fn site_of<K: std::hash::Hash + Eq>(
+    levels: &[SitesOfLength<K>],
+    masked: impl Fn(u8) -> K,
+) -> (u16, u16) {
+    levels
+        .iter()
+        .find_map(|(len, map)| map.get(&masked(*len)).copied())
+        .unwrap_or((0, 0))
 }
 
 fn by_length<K>(levels: &mut Vec<SitesOfLength<K>>, len: u8) -> &mut HashMap<K, (u16, u16)> {

@@ -248,8 +248,27 @@ struct Handout<'s, 'a, A> {
 struct Progress {
     walks: [Option<Walk>; 4],
     guard_walks: [Option<Walk>; 4],
-    guard_picks: [u32; MAX_GUARD],
-    guard_len: usize,
+    guard_picks: GuardPicks,
+}
+
+/// The seeders the guard handed out, so the tier fill does not hand them again.
+#[derive(Default)]
+struct GuardPicks {
+    indexes: [u32; MAX_GUARD],
+    len: usize,
+}
+
+impl GuardPicks {
+    fn contains(&self, index: u32) -> bool {
+        self.indexes[..self.len].contains(&index)
+    }
+
+    fn push(&mut self, index: u32) {
+        if let Some(slot) = self.indexes.get_mut(self.len) {
+            *slot = index;
+            self.len += 1;
+        }
+    }
 }
 
 impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
@@ -431,7 +450,16 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         if !policy.tiers {
             let all = handout.all();
             let mut walk = Walk::new(all.len(), rng);
-            handout.take(progress, &all, false, None, &mut walk, wanted, false, out);
+            handout.take(
+                &mut progress.guard_picks,
+                &all,
+                false,
+                None,
+                &mut walk,
+                wanted,
+                false,
+                out,
+            );
             return;
         }
         if self.index.is_none() {
@@ -610,24 +638,17 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
         } else {
             &mut progress.walks
         };
-        let mut walk = *walks[tier as usize].get_or_insert_with(|| Walk::new(seq.len(), rng));
-        let got = self.take(
-            progress,
+        let walk = walks[tier as usize].get_or_insert_with(|| Walk::new(seq.len(), rng));
+        self.take(
+            &mut progress.guard_picks,
             &seq,
             budgeted,
             Some(tier),
-            &mut walk,
+            walk,
             wanted,
             guard,
             out,
-        );
-        let walks = if guard {
-            &mut progress.guard_walks
-        } else {
-            &mut progress.walks
-        };
-        walks[tier as usize] = Some(walk);
-        got
+        )
     }
 
     /// Walks `seq`, appending up to `wanted` acceptable peers.
@@ -638,7 +659,7 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
     #[allow(clippy::too_many_arguments)]
     fn take(
         &self,
-        progress: &mut Progress,
+        guard_picks: &mut GuardPicks,
         seq: &Seq<'_>,
         budgeted: bool,
         tier: Option<Tier>,
@@ -670,10 +691,7 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             if guard && role != SEEDERS {
                 continue;
             }
-            if !guard
-                && role == SEEDERS
-                && progress.guard_picks[..progress.guard_len].contains(&index)
-            {
+            if !guard && role == SEEDERS && guard_picks.contains(index) {
                 continue;
             }
             let entry = &self.set.roles[role][index as usize];
@@ -685,9 +703,8 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             if check_tier.is_some_and(|tier| tier != entry_tier) {
                 continue;
             }
-            if guard && progress.guard_len < MAX_GUARD {
-                progress.guard_picks[progress.guard_len] = index;
-                progress.guard_len += 1;
+            if guard {
+                guard_picks.push(index);
             }
             out.push(HandoutPeer {
                 id: entry.id,
