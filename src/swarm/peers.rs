@@ -10,9 +10,12 @@
 //! announcer's groups.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
+use hashbrown::HashTable;
 use rand::Rng;
 
 use super::locality::{HandoutPolicy, Locality, Tier};
@@ -35,7 +38,10 @@ const NO_LINK: u32 = u32::MAX;
 
 /// Peers of one family.
 pub(super) struct PeerSet<A> {
-    slots: FastMap<PeerId, Slot>,
+    /// Where each peer's entry is, found by hashing its id. The table stores
+    /// only the 4-byte slot and compares ids in the entries, so a peer id is
+    /// kept once, not once in a map key and again in the entry.
+    slots: HashTable<Slot>,
     /// `roles[SEEDERS]` and `roles[LEECHERS]`.
     roles: [Vec<Entry<A>>; 2],
     index: Option<Box<LocalityIndex>>,
@@ -44,18 +50,50 @@ pub(super) struct PeerSet<A> {
 impl<A> Default for PeerSet<A> {
     fn default() -> Self {
         Self {
-            slots: FastMap::default(),
+            slots: HashTable::new(),
             roles: [Vec::new(), Vec::new()],
             index: None,
         }
     }
 }
 
-/// Where a peer's entry is: which role, which index.
+/// Where a peer's entry is: which role (top bit), which index (the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    role: u8,
-    index: u32,
+struct Slot(u32);
+
+impl Slot {
+    const ROLE_BIT: u32 = 1 << 31;
+
+    fn new(role: usize, index: u32) -> Self {
+        debug_assert!(index < Self::ROLE_BIT, "more than 2^31 peers in one set");
+        Self(if role == LEECHERS {
+            index | Self::ROLE_BIT
+        } else {
+            index
+        })
+    }
+
+    fn role(self) -> usize {
+        if self.0 & Self::ROLE_BIT == 0 {
+            SEEDERS
+        } else {
+            LEECHERS
+        }
+    }
+
+    fn index(self) -> u32 {
+        self.0 & !Self::ROLE_BIT
+    }
+}
+
+/// One process-wide hasher for peer ids: a per-set seed would cost 8 bytes
+/// in every swarm, and a seed chosen at start still keeps ids from being
+/// crafted to collide ahead of time.
+static ID_HASHER: LazyLock<FixedState> =
+    LazyLock::new(|| FixedState::with_seed(RandomState::default().hash_one(0u64)));
+
+fn hash_id(id: &PeerId) -> u64 {
+    ID_HASHER.hash_one(id)
 }
 
 pub(super) struct Entry<A> {
@@ -285,7 +323,17 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     }
 
     pub(super) fn contains(&self, id: &PeerId) -> bool {
-        self.slots.contains_key(id)
+        self.find(id).is_some()
+    }
+
+    /// The slot of the peer with this id.
+    fn find(&self, id: &PeerId) -> Option<Slot> {
+        let roles = &self.roles;
+        self.slots
+            .find(hash_id(id), |slot| {
+                roles[slot.role()][slot.index() as usize].id == *id
+            })
+            .copied()
     }
 
     /// Whether the locality index is built (for tests and memory accounting).
@@ -295,13 +343,11 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     }
 
     pub(super) fn has_completed(&self, id: &PeerId) -> bool {
-        self.slots
-            .get(id)
-            .is_some_and(|slot| self.entry(*slot).completed)
+        self.find(id).is_some_and(|slot| self.entry(slot).completed)
     }
 
     fn entry(&self, slot: Slot) -> &Entry<A> {
-        &self.roles[usize::from(slot.role)][slot.index as usize]
+        &self.roles[slot.role()][slot.index() as usize]
     }
 
     /// Inserts or refreshes a peer; returns whether this announce is the peer's
@@ -319,9 +365,9 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         let role = if seeder { SEEDERS } else { LEECHERS };
         let mut counted_before = false;
         let mut finished = completing;
-        if let Some(slot) = self.slots.get(&id).copied() {
-            let entry = &mut self.roles[usize::from(slot.role)][slot.index as usize];
-            if usize::from(slot.role) == role && entry.locality == locality {
+        if let Some(slot) = self.find(&id) {
+            let entry = &mut self.roles[slot.role()][slot.index() as usize];
+            if slot.role() == role && entry.locality == locality {
                 entry.addr = addr;
                 entry.expires_at = expires_at;
                 let first = completing && !entry.completed;
@@ -330,7 +376,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             }
             // Role changed (leecher finished, or a seeder lost data), or the
             // peer moved to another network: re-file it.
-            let was_seeder = usize::from(slot.role) == SEEDERS;
+            let was_seeder = slot.role() == SEEDERS;
             counted_before = self.remove_slot(slot).completed;
             finished |= seeder && !was_seeder;
         }
@@ -343,13 +389,11 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             expires_at,
             completed: counted_before || finished,
         });
-        self.slots.insert(
-            id,
-            Slot {
-                role: role as u8,
-                index,
-            },
-        );
+        let roles = &self.roles;
+        self.slots
+            .insert_unique(hash_id(&id), Slot::new(role, index), |slot| {
+                hash_id(&roles[slot.role()][slot.index() as usize].id)
+            });
         match &mut self.index {
             Some(locality_index) => locality_index.insert(role, index, &locality),
             None if self.slots.len() >= INDEX_BUILD => {
@@ -363,10 +407,10 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     /// Removes a peer; returns whether it was an uncounted leecher that has
     /// `finished` (so its download counts now).
     pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> bool {
-        match self.slots.get(id).copied() {
+        match self.find(id) {
             Some(slot) => {
                 let entry = self.remove_slot(slot);
-                finished && usize::from(slot.role) == LEECHERS && !entry.completed
+                finished && slot.role() == LEECHERS && !entry.completed
             }
             None => false,
         }
@@ -374,24 +418,30 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
 
     /// Removes the entry at `slot` by swapping its role's last entry into its place.
     fn remove_slot(&mut self, slot: Slot) -> Entry<A> {
-        let role = usize::from(slot.role);
-        let position = slot.index as usize;
+        let role = slot.role();
+        let position = slot.index() as usize;
         let entries = &mut self.roles[role];
         let last = entries.len() - 1;
         if let Some(index) = &mut self.index {
             index.remove(
                 role,
-                slot.index,
+                slot.index(),
                 &entries[position].locality,
                 saturating_u32(last),
                 &entries[last].locality,
             );
         }
         let removed = entries.swap_remove(position);
-        if let Some(moved) = entries.get(position) {
-            self.slots.insert(moved.id, slot);
+        // Slots are matched by value here, not by id: no entry lookups needed.
+        if let Ok(gone) = self.slots.find_entry(hash_id(&removed.id), |s| *s == slot) {
+            gone.remove();
         }
-        self.slots.remove(&removed.id);
+        if let Some(moved) = entries.get(position) {
+            let was = Slot::new(role, saturating_u32(last));
+            if let Some(moved_slot) = self.slots.find_mut(hash_id(&moved.id), |s| *s == was) {
+                *moved_slot = slot;
+            }
+        }
         if self.slots.len() <= INDEX_DROP {
             self.index = None;
         }
@@ -405,10 +455,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             let mut index = 0;
             while let Some(entry) = self.roles[role].get(index) {
                 if entry.expires_at <= now_secs {
-                    self.remove_slot(Slot {
-                        role: role as u8,
-                        index: saturating_u32(index),
-                    });
+                    self.remove_slot(Slot::new(role, saturating_u32(index)));
                     removed += 1;
                 } else {
                     index += 1;
@@ -422,9 +469,8 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     pub(super) fn available(&self, who: &Announcer<'_>) -> usize {
         let seeders = if who.to_seeder { 0 } else { self.seeders() };
         let own = self
-            .slots
-            .get(who.id)
-            .is_some_and(|slot| !(who.to_seeder && usize::from(slot.role) == SEEDERS));
+            .find(who.id)
+            .is_some_and(|slot| !(who.to_seeder && slot.role() == SEEDERS));
         seeders + self.leechers() - usize::from(own)
     }
 
@@ -443,7 +489,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         let mut handout = Handout {
             set: self,
             who,
-            own: self.slots.get(who.id).copied(),
+            own: self.find(who.id),
             buckets: None,
         };
         let progress = &mut Progress::default();
@@ -682,10 +728,7 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             let Some(k) = walk.next() else { break };
             budget -= 1;
             let (role, index) = seq.at(k);
-            if self
-                .own
-                .is_some_and(|own| usize::from(own.role) == role && own.index == index)
-            {
+            if self.own.is_some_and(|own| own == Slot::new(role, index)) {
                 continue;
             }
             if guard && role != SEEDERS {
