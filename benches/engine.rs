@@ -28,6 +28,7 @@ fn request(n: u32, addr: SocketAddr, left: u64) -> AnnounceRequest {
         event: Event::None,
         left,
         numwant: 50,
+        peer_ids: false,
     }
 }
 

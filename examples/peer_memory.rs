@@ -49,6 +49,7 @@ fn main() {
             event: Event::Started,
             left: u64::from(!n.is_multiple_of(5)),
             numwant: 0,
+            peer_ids: false,
         };
         engine.announce(&request, now, &mut rng);
     }

@@ -82,7 +82,10 @@ async fn announce(
                     incomplete: response.stats.incomplete,
                     format,
                 },
-                response.peers.iter().map(|peer| (peer.id.0, peer.addr)),
+                response
+                    .peers
+                    .iter()
+                    .map(|peer| (peer.id.map(|id| id.0), peer.addr)),
             ),
             Ok(TrackerResponse::Scrape(_)) => internal_error("announce"),
             Err(rejection) => {
@@ -176,6 +179,10 @@ fn build_announce(
             },
             left: parsed.left,
             numwant,
+            peer_ids: format
+                == PeerFormat::Dictionaries {
+                    with_peer_ids: true,
+                },
         }),
         token: token(query, headers),
     };

@@ -280,6 +280,7 @@ impl UdpFrontend {
                 },
                 left: announce.left,
                 numwant,
+                peer_ids: false,
             }),
             token,
         };

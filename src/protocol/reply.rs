@@ -81,10 +81,10 @@ struct ScrapeBody {
     files: std::collections::BTreeMap<ByteBuf, ScrapeCounts>,
 }
 
-/// Encodes an announce reply with the given peers (id, address).
+/// Encodes an announce reply with the given peers (id if known, address).
 pub fn announce<I>(reply: &AnnounceReply, peers: I) -> Vec<u8>
 where
-    I: IntoIterator<Item = ([u8; 20], SocketAddr)>,
+    I: IntoIterator<Item = (Option<[u8; 20]>, SocketAddr)>,
 {
     let encoded = match reply.format {
         PeerFormat::Compact => {
@@ -120,7 +120,9 @@ where
                 .into_iter()
                 .map(|(id, addr)| PeerDictionary {
                     ip: addr.ip().to_string(),
-                    peer_id: with_peer_ids.then(|| ByteBuf::from(id.to_vec())),
+                    peer_id: id
+                        .filter(|_| with_peer_ids)
+                        .map(|id| ByteBuf::from(id.to_vec())),
                     port: addr.port(),
                 })
                 .collect(),
@@ -177,11 +179,11 @@ mod tests {
         }
     }
 
-    fn sample_peers() -> Vec<([u8; 20], SocketAddr)> {
+    fn sample_peers() -> Vec<(Option<[u8; 20]>, SocketAddr)> {
         vec![
-            ([1; 20], "10.0.0.1:6881".parse().expect("addr")),
-            ([2; 20], "[2001:db8::2]:51413".parse().expect("addr")),
-            ([3; 20], "192.168.1.9:80".parse().expect("addr")),
+            (Some([1; 20]), "10.0.0.1:6881".parse().expect("addr")),
+            (Some([2; 20]), "[2001:db8::2]:51413".parse().expect("addr")),
+            (Some([3; 20]), "192.168.1.9:80".parse().expect("addr")),
         ]
     }
 

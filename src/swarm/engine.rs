@@ -294,6 +294,7 @@ impl Swarm {
             id,
             locality,
             to_seeder: seeder,
+            with_ids: request.peer_ids,
         };
         let numwant = request.numwant;
         match request.addr {
@@ -408,6 +409,7 @@ mod tests {
             event,
             left,
             numwant,
+            peer_ids: true,
         }
     }
 
@@ -666,7 +668,11 @@ mod tests {
         let dual = engine.announce(&over_v6, now, rng);
         let v6_count = dual.peers.iter().filter(|p| p.addr.is_ipv6()).count();
         assert_eq!((dual.peers.len(), v6_count), (8, 4));
-        assert!(dual.peers.iter().all(|p| p.id != peer_id(me)));
+        assert!(
+            dual.peers
+                .iter()
+                .all(|p| p.id.is_some_and(|id| id != peer_id(me)))
+        );
 
         // When one family is short, the other makes up the difference.
         let wide = engine.announce(
@@ -678,7 +684,11 @@ mod tests {
             rng,
         );
         assert_eq!(wide.peers.len(), 15);
-        assert!(wide.peers.iter().all(|p| p.id != peer_id(me)));
+        assert!(
+            wide.peers
+                .iter()
+                .all(|p| p.id.is_some_and(|id| id != peer_id(me)))
+        );
     }
 
     proptest! {

@@ -94,6 +94,7 @@ fn request(n: usize, place: &Place, seeder: bool, numwant: usize) -> AnnounceReq
         event: Event::None,
         left: u64::from(!seeder),
         numwant,
+        peer_ids: false,
     }
 }
 
@@ -132,7 +133,13 @@ proptest! {
         }
         let me = peers.len();
         let (my_place, i_seed) = announcer;
-        let response = engine.announce(&request(me, &my_place, i_seed, numwant), now, rng);
+        // Ids are read from a column of their own, only when asked for.
+        let with_ids = seed % 2 == 0;
+        let response = engine.announce(
+            &AnnounceRequest { peer_ids: with_ids, ..request(me, &my_place, i_seed, numwant) },
+            now,
+            rng,
+        );
 
         let mine = engine.locate(my_place.ip());
         let by_addr: HashMap<SocketAddr, (usize, bool)> = peers
@@ -153,6 +160,7 @@ proptest! {
         for peer in &response.peers {
             let &(n, seeder) = by_addr.get(&peer.addr).expect("handed a peer that never announced");
             prop_assert!(n != me, "handed itself");
+            prop_assert_eq!(peer.id, with_ids.then(|| peer_id(n)), "id does not match the address");
             prop_assert!(handed.insert(n), "duplicate {}", n);
             prop_assert!(!(i_seed && seeder), "a seeder got a seeder");
             prop_assert_eq!(peer.tier, eligible[&n], "wrong tier label");

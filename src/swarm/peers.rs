@@ -43,7 +43,7 @@ pub(super) struct PeerSet<A> {
     /// kept once, not once in a map key and again in the entry.
     slots: HashTable<Slot>,
     /// `roles[SEEDERS]` and `roles[LEECHERS]`.
-    roles: [Vec<Entry<A>>; 2],
+    roles: [Role<A>; 2],
     index: Option<Box<LocalityIndex>>,
 }
 
@@ -51,7 +51,7 @@ impl<A> Default for PeerSet<A> {
     fn default() -> Self {
         Self {
             slots: HashTable::new(),
-            roles: [Vec::new(), Vec::new()],
+            roles: [Role::default(), Role::default()],
             index: None,
         }
     }
@@ -96,10 +96,51 @@ fn hash_id(id: &PeerId) -> u64 {
     ID_HASHER.hash_one(id)
 }
 
-pub(super) struct Entry<A> {
-    id: PeerId,
+/// One role's peers in two parallel columns, split by who reads them: a
+/// handout probes dozens of random peers and needs only where each is, so
+/// those 16 bytes (IPv4) sit apart from the id and bookkeeping. In a big
+/// swarm that is four peers per cache line instead of one and a half.
+struct Role<A> {
+    places: Vec<Place<A>>,
+    records: Vec<Record>,
+}
+
+impl<A> Default for Role<A> {
+    fn default() -> Self {
+        Self {
+            places: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+}
+
+impl<A> Role<A> {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn push(&mut self, place: Place<A>, record: Record) {
+        self.places.push(place);
+        self.records.push(record);
+    }
+
+    fn swap_remove(&mut self, position: usize) -> (Place<A>, Record) {
+        (
+            self.places.swap_remove(position),
+            self.records.swap_remove(position),
+        )
+    }
+}
+
+/// Where a peer is: what a handout reads.
+struct Place<A> {
     addr: A,
     locality: Locality,
+}
+
+/// Who a peer is and when it goes: what announces and expiry read.
+struct Record {
+    id: PeerId,
     /// Engine seconds at which the peer is dropped.
     expires_at: u32,
     /// Whether this peer's completed download was already counted.
@@ -123,14 +164,14 @@ fn level_keys(locality: &Locality) -> [Option<u32>; 3] {
 }
 
 impl LocalityIndex {
-    fn build<A>(roles: &[Vec<Entry<A>>; 2]) -> Self {
+    fn build<A>(roles: &[Role<A>; 2]) -> Self {
         let mut index = Self {
             groups: Default::default(),
             links: [Vec::new(), Vec::new()],
         };
-        for (role, entries) in roles.iter().enumerate() {
-            for (position, entry) in entries.iter().enumerate() {
-                index.insert(role, saturating_u32(position), &entry.locality);
+        for (role, peers) in roles.iter().enumerate() {
+            for (position, place) in peers.places.iter().enumerate() {
+                index.insert(role, saturating_u32(position), &place.locality);
             }
         }
         index
@@ -201,6 +242,9 @@ pub(super) struct Announcer<'a> {
     pub locality: Locality,
     /// A seeder is handed leechers only.
     pub to_seeder: bool,
+    /// Whether the reply carries peer ids; reading them costs one more
+    /// memory access per peer handed out, so only non-compact replies do.
+    pub with_ids: bool,
 }
 
 /// Candidates for one tier, as a sequence a [`Walk`] can index.
@@ -331,7 +375,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         let roles = &self.roles;
         self.slots
             .find(hash_id(id), |slot| {
-                roles[slot.role()][slot.index() as usize].id == *id
+                roles[slot.role()].records[slot.index() as usize].id == *id
             })
             .copied()
     }
@@ -343,11 +387,8 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     }
 
     pub(super) fn has_completed(&self, id: &PeerId) -> bool {
-        self.find(id).is_some_and(|slot| self.entry(slot).completed)
-    }
-
-    fn entry(&self, slot: Slot) -> &Entry<A> {
-        &self.roles[slot.role()][slot.index() as usize]
+        self.find(id)
+            .is_some_and(|slot| self.roles[slot.role()].records[slot.index() as usize].completed)
     }
 
     /// Inserts or refreshes a peer; returns whether this announce is the peer's
@@ -366,33 +407,36 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         let mut counted_before = false;
         let mut finished = completing;
         if let Some(slot) = self.find(&id) {
-            let entry = &mut self.roles[slot.role()][slot.index() as usize];
-            if slot.role() == role && entry.locality == locality {
-                entry.addr = addr;
-                entry.expires_at = expires_at;
-                let first = completing && !entry.completed;
-                entry.completed |= completing;
+            let peers = &mut self.roles[slot.role()];
+            let position = slot.index() as usize;
+            if slot.role() == role && peers.places[position].locality == locality {
+                peers.places[position].addr = addr;
+                let record = &mut peers.records[position];
+                record.expires_at = expires_at;
+                let first = completing && !record.completed;
+                record.completed |= completing;
                 return first;
             }
             // Role changed (leecher finished, or a seeder lost data), or the
             // peer moved to another network: re-file it.
             let was_seeder = slot.role() == SEEDERS;
-            counted_before = self.remove_slot(slot).completed;
+            counted_before = self.remove_slot(slot).1.completed;
             finished |= seeder && !was_seeder;
         }
-        let entries = &mut self.roles[role];
-        let index = saturating_u32(entries.len());
-        entries.push(Entry {
-            id,
-            addr,
-            locality,
-            expires_at,
-            completed: counted_before || finished,
-        });
+        let peers = &mut self.roles[role];
+        let index = saturating_u32(peers.len());
+        peers.push(
+            Place { addr, locality },
+            Record {
+                id,
+                expires_at,
+                completed: counted_before || finished,
+            },
+        );
         let roles = &self.roles;
         self.slots
             .insert_unique(hash_id(&id), Slot::new(role, index), |slot| {
-                hash_id(&roles[slot.role()][slot.index() as usize].id)
+                hash_id(&roles[slot.role()].records[slot.index() as usize].id)
             });
         match &mut self.index {
             Some(locality_index) => locality_index.insert(role, index, &locality),
@@ -409,34 +453,37 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> bool {
         match self.find(id) {
             Some(slot) => {
-                let entry = self.remove_slot(slot);
-                finished && slot.role() == LEECHERS && !entry.completed
+                let (_, record) = self.remove_slot(slot);
+                finished && slot.role() == LEECHERS && !record.completed
             }
             None => false,
         }
     }
 
     /// Removes the entry at `slot` by swapping its role's last entry into its place.
-    fn remove_slot(&mut self, slot: Slot) -> Entry<A> {
+    fn remove_slot(&mut self, slot: Slot) -> (Place<A>, Record) {
         let role = slot.role();
         let position = slot.index() as usize;
-        let entries = &mut self.roles[role];
-        let last = entries.len() - 1;
+        let peers = &mut self.roles[role];
+        let last = peers.len() - 1;
         if let Some(index) = &mut self.index {
             index.remove(
                 role,
                 slot.index(),
-                &entries[position].locality,
+                &peers.places[position].locality,
                 saturating_u32(last),
-                &entries[last].locality,
+                &peers.places[last].locality,
             );
         }
-        let removed = entries.swap_remove(position);
+        let removed = peers.swap_remove(position);
         // Slots are matched by value here, not by id: no entry lookups needed.
-        if let Ok(gone) = self.slots.find_entry(hash_id(&removed.id), |s| *s == slot) {
+        if let Ok(gone) = self
+            .slots
+            .find_entry(hash_id(&removed.1.id), |s| *s == slot)
+        {
             gone.remove();
         }
-        if let Some(moved) = entries.get(position) {
+        if let Some(moved) = peers.records.get(position) {
             let was = Slot::new(role, saturating_u32(last));
             if let Some(moved_slot) = self.slots.find_mut(hash_id(&moved.id), |s| *s == was) {
                 *moved_slot = slot;
@@ -453,8 +500,8 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         let mut removed = 0;
         for role in [SEEDERS, LEECHERS] {
             let mut index = 0;
-            while let Some(entry) = self.roles[role].get(index) {
-                if entry.expires_at <= now_secs {
+            while let Some(record) = self.roles[role].records.get(index) {
+                if record.expires_at <= now_secs {
                     self.remove_slot(Slot::new(role, saturating_u32(index)));
                     removed += 1;
                 } else {
@@ -593,14 +640,21 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             seeder_lens: [0; 4],
             seeders,
         };
-        let candidates = self.set.roles[SEEDERS][..seeders]
+        // The announcer's own position among the candidates, if it is one
+        // (a seeder asking is not: seeders are no candidates then).
+        let own = self.own.map_or(usize::MAX, |own| match own.role() {
+            SEEDERS if self.who.to_seeder => usize::MAX,
+            SEEDERS => own.index() as usize,
+            _ => seeders + own.index() as usize,
+        });
+        let candidates = self.set.roles[SEEDERS].places[..seeders]
             .iter()
-            .chain(&self.set.roles[LEECHERS]);
-        for (position, entry) in candidates.enumerate() {
-            if entry.id == *self.who.id {
+            .chain(&self.set.roles[LEECHERS].places);
+        for (position, place) in candidates.enumerate() {
+            if position == own {
                 continue;
             }
-            let tier = self.who.locality.tier_of(&entry.locality) as usize;
+            let tier = self.who.locality.tier_of(&place.locality) as usize;
             let (Some(slot), Ok(position)) = (
                 buckets.positions[tier].get_mut(buckets.lens[tier]),
                 u8::try_from(position),
@@ -737,11 +791,12 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             if !guard && role == SEEDERS && guard_picks.contains(index) {
                 continue;
             }
-            let entry = &self.set.roles[role][index as usize];
+            let peers = &self.set.roles[role];
+            let place = &peers.places[index as usize];
             let entry_tier = match (tier, check_tier) {
-                // Exact sequences: no need to touch the entry's locality.
+                // Exact sequences: no need to touch the peer's locality.
                 (Some(tier), None) => tier,
-                _ => self.who.locality.tier_of(&entry.locality),
+                _ => self.who.locality.tier_of(&place.locality),
             };
             if check_tier.is_some_and(|tier| tier != entry_tier) {
                 continue;
@@ -750,8 +805,8 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
                 guard_picks.push(index);
             }
             out.push(HandoutPeer {
-                id: entry.id,
-                addr: entry.addr.into(),
+                id: self.who.with_ids.then(|| peers.records[index as usize].id),
+                addr: place.addr.into(),
                 tier: entry_tier,
             });
             added += 1;
@@ -772,8 +827,8 @@ impl<A> PeerSet<A> {
         for role in [SEEDERS, LEECHERS] {
             assert_eq!(index.links[role].len(), self.roles[role].len());
             let mut listed = 0;
-            for (position, entry) in self.roles[role].iter().enumerate() {
-                for (level, key) in level_keys(&entry.locality).into_iter().enumerate() {
+            for (position, place) in self.roles[role].places.iter().enumerate() {
+                for (level, key) in level_keys(&place.locality).into_iter().enumerate() {
                     let link = index.links[role][position][level];
                     match key {
                         Some(key) => {

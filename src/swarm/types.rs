@@ -85,6 +85,9 @@ pub struct AnnounceRequest {
     pub left: u64,
     /// How many peers to hand out (already clamped by the caller's limits).
     pub numwant: usize,
+    /// Whether the reply needs peer ids (BEP 3 dictionaries without
+    /// `no_peer_id`); compact and UDP replies do not, and skip reading them.
+    pub peer_ids: bool,
 }
 
 impl AnnounceRequest {
@@ -97,8 +100,8 @@ impl AnnounceRequest {
 /// One peer handed to an announcer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandoutPeer {
-    /// The peer's id (only written in non-compact replies).
-    pub id: PeerId,
+    /// The peer's id, when the request asked for ids.
+    pub id: Option<PeerId>,
     /// Where to connect.
     pub addr: SocketAddr,
     /// How near the peer is to the announcer.
@@ -168,6 +171,7 @@ mod tests {
             event: Event::None,
             left: 5,
             numwant: 0,
+            peer_ids: false,
         };
         assert!(!req.is_seeder());
         req.event = Event::Paused;
