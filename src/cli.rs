@@ -339,7 +339,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
 /// Logs which keys are trusted and how to mint a token the tracker accepts.
 fn explain_auth(config: &Config, server: &Server) {
     let auth = &config.auth;
-    let Some(gateway) = &server.gateway else {
+    let Some(gateway) = &server.gateway() else {
         if auth.mode == AuthMode::Open {
             tracing::warn!("auth.mode = \"open\": any infohash may be announced without a token");
         }

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod frontend;
 pub mod gateway;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod simulate;

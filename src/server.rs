@@ -6,7 +6,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,6 +26,7 @@ use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings};
 use crate::frontend::udp_batch;
 use crate::gateway::layer::unix_now;
 use crate::gateway::{Gateway, GatewayLayer, JwksFetcher, KeySources, TokenPolicy, keys};
+use crate::metrics::{GatewayMetrics, Metrics, Protocol, RequestMetrics};
 use crate::swarm::{
     Engine, EngineConfig, HandoutPolicy, LocalitySettings, SiteSpec, Topology, TopologyError,
 };
@@ -60,16 +63,42 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     /// The swarm engine, for inspection.
     pub engine: Arc<Engine>,
-    /// The gateway, in `jwt` mode.
-    pub gateway: Option<Arc<Gateway>>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+    live: Live,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     /// Batched UDP workers (plain threads; they watch `stop` too).
     udp_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// The parts a reload swaps under running listeners.
+struct Live {
+    config: tokio::sync::Mutex<Config>,
+    http: Arc<ArcSwap<HttpSettings>>,
+    udp: Arc<ArcSwap<UdpSettings>>,
+    /// Empty in `open` mode.
+    gateway: Arc<ArcSwapOption<Gateway>>,
+    /// Stops the current gateway's JWKS refresher when a reload replaces it.
+    refresher: std::sync::Mutex<Option<watch::Sender<bool>>>,
+    stopped: watch::Receiver<bool>,
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new `[locality]` describes no usable topology.
+    #[error("locality: {0}")]
+    Locality(#[from] TopologyError),
+    /// The new `[auth]` cannot be put in force (bad keys_dir, or the JWKS
+    /// could not be fetched: keeping the old keys beats trusting none).
+    #[error("auth: {0}")]
+    Auth(String),
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(Engine::with_locality(
         EngineConfig {
             peer_lifetime: config.announce.peer_lifetime,
@@ -80,31 +109,34 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let engine_service = TrackerService::new(engine.clone());
-    let (service, gateway): (BoxedTracker, _) = match config.auth.mode {
-        AuthMode::Open => (engine_service.boxed(), None),
-        AuthMode::Jwt => {
-            let gateway = Arc::new(build_gateway(&config.auth)?);
-            let refresher = gateway.clone();
-            let refresh = config.auth.jwks_refresh;
-            let mut refresh_stopped = stopped.clone();
-            tasks.spawn(async move {
-                let stopped = async move {
-                    let _ = refresh_stopped.wait_for(|stop| *stop).await;
-                };
-                refresher.keep_fresh(refresh, stopped).await;
-            });
-            let layered = GatewayLayer::new(gateway.clone()).layer(engine_service);
-            (BoxCloneSyncService::new(layered), Some(gateway))
-        }
+    let live = Live {
+        config: tokio::sync::Mutex::new(config.clone()),
+        http: Arc::new(ArcSwap::from_pointee(HttpSettings::from_config(&config))),
+        udp: Arc::new(ArcSwap::from_pointee(UdpSettings::from_config(&config))),
+        gateway: Arc::new(ArcSwapOption::empty()),
+        refresher: std::sync::Mutex::new(None),
+        stopped: stopped.clone(),
     };
+    if config.auth.mode == AuthMode::Jwt {
+        let gateway = build_gateway(&config.auth)
+            .map_err(StartError::Keys)?
+            .with_metrics(GatewayMetrics::new(&metrics));
+        live.install_gateway(Some(Arc::new(gateway)), config.auth.jwks_refresh);
+    }
+    // Always layered, so that a reload can turn tokens on or off; in open
+    // mode the layer is one empty-slot check.
+    let service: BoxedTracker = BoxCloneSyncService::new(
+        GatewayLayer::swappable(live.gateway.clone()).layer(engine_service),
+    );
 
     let mut udp_threads = Vec::new();
     let udp_addr = if config.udp.enabled {
         let frontend = UdpFrontend {
             service: service.clone(),
-            settings: Arc::new(UdpSettings::from_config(&config)),
+            settings: live.udp.clone(),
             ids: Arc::new(connection_ids(&config)),
             clock: Arc::new(unix_now),
+            metrics: Arc::new(RequestMetrics::new(&metrics, Protocol::Udp)),
         };
         Some(start_udp(
             &config,
@@ -120,7 +152,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let http_addr = if config.http.enabled {
         let listener = bind("http", config.http.listen).await?;
         let addr = local_addr("http", config.http.listen, &listener)?;
-        let router = http::app(HttpState::new(service, HttpSettings::from_config(&config)));
+        let router = http::app(HttpState::new(
+            service,
+            live.http.clone(),
+            Arc::new(RequestMetrics::new(&metrics, Protocol::Http)),
+        ));
         let mut stopped = stopped.clone();
         tasks.spawn(async move {
             let served = axum::serve(
@@ -144,7 +180,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let admin_addr = local_addr("admin", config.admin.listen, &admin_listener)?;
     let mut admin_stopped = stopped.clone();
     let readiness = Readiness {
-        gateway: gateway.clone(),
+        gateway: live.gateway.clone(),
+        engine: engine.clone(),
+        metrics: metrics.clone(),
     };
     tasks.spawn(async move {
         let served = axum::serve(admin_listener, admin::app(readiness))
@@ -158,6 +196,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     });
 
     let sweeper = engine.clone();
+    let sweep_metrics = metrics.clone();
     let period = config.announce.cleanup_interval;
     let mut sweep_stopped = stopped;
     tasks.spawn(async move {
@@ -168,7 +207,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 _ = ticks.tick() => {
                     let began = Instant::now();
                     let stats = sweeper.purge_expired(began);
-                    tracing::debug!(?stats, took = ?began.elapsed(), "expired peers swept");
+                    let took = began.elapsed();
+                    sweep_metrics.record_sweep(&stats, took);
+                    tracing::debug!(?stats, ?took, "expired peers swept");
                 }
                 _ = sweep_stopped.wait_for(|stop| *stop) => break,
             }
@@ -180,14 +221,124 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         udp_addr,
         admin_addr,
         engine,
-        gateway,
+        metrics,
+        live,
         stop,
         tasks,
         udp_threads,
     })
 }
 
+impl Live {
+    /// Puts `gateway` in force (none: open mode) and starts its JWKS
+    /// refresher, stopping the previous one.
+    fn install_gateway(&self, gateway: Option<Arc<Gateway>>, refresh: Duration) {
+        let previous = self.gateway.swap(gateway.clone());
+        let mut refresher = self
+            .refresher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(stop) = refresher.take() {
+            let _ = stop.send(true);
+        }
+        drop(previous);
+        let Some(gateway) = gateway else { return };
+        let (stop, mut own_stop) = watch::channel(false);
+        let mut server_stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                tokio::select! {
+                    _ = own_stop.wait_for(|stop| *stop) => {}
+                    _ = server_stopped.wait_for(|stop| *stop) => {}
+                }
+            };
+            gateway.keep_fresh(refresh, stopped).await;
+        });
+        *refresher = Some(stop);
+    }
+}
+
 impl Server {
+    /// The gateway in force (none in `open` mode).
+    pub fn gateway(&self) -> Option<Arc<Gateway>> {
+        self.live.gateway.load_full()
+    }
+
+    /// Puts a new configuration in force without dropping swarms or
+    /// listeners: intervals and limits, trusted proxies, `udp.allow_ip_override`,
+    /// `[locality]`, and `[auth]` (a new gateway, whose key set is loaded
+    /// before it replaces the old one). Listener addresses, UDP workers and
+    /// secret, and the peer lifetime need a restart; a change to them is
+    /// logged and ignored. On error nothing changes.
+    pub async fn reload(&self, new: Config) -> Result<(), ReloadError> {
+        let mut current = self.live.config.lock().await;
+        let locality = locality_settings(&new.locality)?;
+        let gateway = if new.auth == current.auth {
+            None
+        } else {
+            Some(self.prepare_gateway(&new).await?)
+        };
+        for (key, changed) in [
+            ("http.listen", new.http.listen != current.http.listen),
+            ("http.enabled", new.http.enabled != current.http.enabled),
+            ("udp.listen", new.udp.listen != current.udp.listen),
+            ("udp.enabled", new.udp.enabled != current.udp.enabled),
+            ("udp.workers", new.udp.workers != current.udp.workers),
+            ("udp.secret", new.udp.secret != current.udp.secret),
+            (
+                "udp.connection_id_skew",
+                new.udp.connection_id_skew != current.udp.connection_id_skew,
+            ),
+            ("admin.listen", new.admin.listen != current.admin.listen),
+            (
+                "announce.peer_lifetime",
+                new.announce.peer_lifetime != current.announce.peer_lifetime,
+            ),
+            (
+                "announce.cleanup_interval",
+                new.announce.cleanup_interval != current.announce.cleanup_interval,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "changed in the file, but takes effect only after a restart"
+                );
+            }
+        }
+        self.engine.set_locality(locality);
+        self.live
+            .http
+            .store(Arc::new(HttpSettings::from_config(&new)));
+        self.live
+            .udp
+            .store(Arc::new(UdpSettings::from_config(&new)));
+        if let Some(gateway) = gateway {
+            self.live.install_gateway(gateway, new.auth.jwks_refresh);
+            tracing::info!(mode = ?new.auth.mode, "auth settings replaced");
+        }
+        *current = new;
+        Ok(())
+    }
+
+    /// Builds the gateway for `new.auth` and loads its key set, so it
+    /// accepts tokens from its first request; `None` for open mode.
+    async fn prepare_gateway(&self, new: &Config) -> Result<Option<Arc<Gateway>>, ReloadError> {
+        if new.auth.mode == AuthMode::Open {
+            return Ok(None);
+        }
+        let gateway = build_gateway(&new.auth)
+            .map_err(ReloadError::Auth)?
+            .with_metrics(GatewayMetrics::new(&self.metrics));
+        if let Err(error) = gateway.refresh().await {
+            return Err(ReloadError::Auth(format!(
+                "cannot load the JWKS from {}: {error}",
+                new.auth.jwks_url
+            )));
+        }
+        Ok(Some(Arc::new(gateway)))
+    }
+
     /// Stops accepting, lets in-flight requests finish, and waits for every task.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
@@ -220,13 +371,13 @@ fn local_addr(
 }
 
 /// The gateway for `[auth]`: policy, keys from `keys_dir`, and the JWKS fetcher.
-fn build_gateway(auth: &AuthConfig) -> Result<Gateway, StartError> {
+fn build_gateway(auth: &AuthConfig) -> Result<Gateway, String> {
     let algorithms = auth
         .algorithms
         .iter()
         .map(|name| {
             name.parse::<Algorithm>()
-                .map_err(|_| StartError::Keys(format!("auth.algorithms: unknown algorithm {name}")))
+                .map_err(|_| format!("auth.algorithms: unknown algorithm {name}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let policy = TokenPolicy {
@@ -241,7 +392,7 @@ fn build_gateway(auth: &AuthConfig) -> Result<Gateway, StartError> {
         Vec::new()
     } else {
         let loaded = keys::load_dir(std::path::Path::new(&auth.keys_dir))
-            .map_err(|e| StartError::Keys(format!("auth.keys_dir: {e}")))?;
+            .map_err(|e| format!("auth.keys_dir: {e}"))?;
         for skipped in &loaded.skipped {
             tracing::warn!(keys_dir = %auth.keys_dir, "skipped a key: {skipped}");
         }
@@ -252,14 +403,14 @@ fn build_gateway(auth: &AuthConfig) -> Result<Gateway, StartError> {
     } else {
         Some(
             JwksFetcher::new(auth.jwks_url.clone(), auth.jwks_timeout)
-                .map_err(|e| StartError::Keys(format!("auth.jwks_url: {e}")))?,
+                .map_err(|e| format!("auth.jwks_url: {e}"))?,
         )
     };
     if static_keys.is_empty() && fetcher.is_none() {
-        return Err(StartError::Keys(format!(
+        return Err(format!(
             "auth.keys_dir {:?} holds no usable public keys and auth.jwks_url is not set",
             auth.keys_dir
-        )));
+        ));
     }
     let sources = KeySources {
         static_keys,

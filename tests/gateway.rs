@@ -92,7 +92,7 @@ async fn announce_with(http: std::net::SocketAddr, torrent: u8, token: &str) -> 
 
 async fn wait_ready(server: &swarmgate::server::Server) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.gateway.as_ref().expect("jwt mode").keys_loaded() {
+    while !server.gateway().expect("jwt mode").keys_loaded() {
         assert!(Instant::now() < deadline, "no key set loaded within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -506,7 +506,7 @@ async fn a_removed_key_is_refused_after_refresh_even_when_cached() {
         None,
         "now from the cache"
     );
-    assert!(server.gateway.as_ref().expect("gateway").cached_tokens() >= 1);
+    assert!(server.gateway().expect("gateway").cached_tokens() >= 1);
 
     jwks.publish(jwks_of(&[&staying]));
     let deadline = Instant::now() + Duration::from_secs(5);

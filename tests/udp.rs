@@ -287,9 +287,12 @@ async fn connection_ids_expire_after_two_minutes_plus_skew() {
     let engine = Arc::new(Engine::new(EngineConfig::default()));
     let frontend = UdpFrontend {
         service: TrackerService::new(engine).boxed(),
-        settings: Arc::new(UdpSettings::from_config(&config)),
+        settings: Arc::new(arc_swap::ArcSwap::from_pointee(UdpSettings::from_config(
+            &config,
+        ))),
         ids: Arc::new(ConnectionIds::new(b"test", Duration::from_secs(30))),
         clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+        metrics: swarmgate::metrics::RequestMetrics::noop(),
     };
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
     let tracker = socket.local_addr().expect("addr");
@@ -440,7 +443,7 @@ async fn a_token_whose_key_must_first_be_fetched_is_answered_after_the_refetch()
     config.auth.jwks_refresh = Duration::from_secs(3600);
     let server = start(config).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !server.gateway.as_ref().expect("jwt").keys_loaded() {
+    while !server.gateway().expect("jwt").keys_loaded() {
         assert!(std::time::Instant::now() < deadline, "keys never loaded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -5,6 +5,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -16,6 +19,7 @@ use tower::ServiceExt;
 
 use super::{AnnounceLimits, client_ip};
 use crate::config::Config;
+use crate::metrics::{self, Outcome, RequestMetrics};
 use crate::protocol::query::{self, AnnounceEvent, AnnounceQuery};
 use crate::protocol::reply::{self, AnnounceReply, PeerFormat, ScrapeCounts};
 use crate::swarm::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
@@ -44,15 +48,22 @@ impl HttpSettings {
 #[derive(Clone)]
 pub struct HttpState {
     service: BoxedTracker,
-    settings: Arc<HttpSettings>,
+    settings: Arc<ArcSwap<HttpSettings>>,
+    metrics: Arc<RequestMetrics>,
 }
 
 impl HttpState {
-    /// State for [`app`]: the tracker service to call and the settings to apply.
-    pub fn new(service: BoxedTracker, settings: HttpSettings) -> Self {
+    /// State for [`app`]: the tracker service to call, the settings to apply
+    /// (swappable by a reload), and where to count requests.
+    pub fn new(
+        service: BoxedTracker,
+        settings: Arc<ArcSwap<HttpSettings>>,
+        metrics: Arc<RequestMetrics>,
+    ) -> Self {
         Self {
             service,
-            settings: Arc::new(settings),
+            settings,
+            metrics,
         }
     }
 }
@@ -71,33 +82,41 @@ async fn announce(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
+    let started = Instant::now();
     let query = uri.query().unwrap_or("").as_bytes();
-    let body = match build_announce(&state.settings, peer.ip(), &headers, query) {
+    let settings = state.settings.load_full();
+    let (body, outcome) = match build_announce(&settings, peer.ip(), &headers, query) {
         Ok((request, format)) => match state.service.clone().oneshot(request).await {
-            Ok(TrackerResponse::Announce(response)) => reply::announce(
-                &AnnounceReply {
-                    interval: state.settings.limits.interval,
-                    min_interval: state.settings.limits.min_interval,
-                    complete: response.stats.complete,
-                    incomplete: response.stats.incomplete,
-                    format,
-                },
-                response
-                    .peers
-                    .iter()
-                    .map(|peer| (peer.id.map(|id| id.0), peer.addr)),
+            Ok(TrackerResponse::Announce(response)) => (
+                reply::announce(
+                    &AnnounceReply {
+                        interval: settings.limits.interval,
+                        min_interval: settings.limits.min_interval,
+                        complete: response.stats.complete,
+                        incomplete: response.stats.incomplete,
+                        format,
+                    },
+                    response
+                        .peers
+                        .iter()
+                        .map(|peer| (peer.id.map(|id| id.0), peer.addr)),
+                ),
+                Outcome::Ok,
             ),
-            Ok(TrackerResponse::Scrape(_)) => internal_error("announce"),
+            Ok(TrackerResponse::Scrape(_)) => (internal_error("announce"), Outcome::Error),
             Err(rejection) => {
                 tracing::debug!(%peer, cause = rejection.cause, "announce rejected");
-                reply::failure(&rejection.reason)
+                (reply::failure(&rejection.reason), Outcome::Rejected)
             }
         },
         Err(error) => {
             tracing::debug!(%peer, %error, "malformed announce");
-            reply::failure(&error.to_string())
+            (reply::failure(&error.to_string()), Outcome::Error)
         }
     };
+    state
+        .metrics
+        .record(metrics::RequestKind::Announce, outcome, started.elapsed());
     bencoded(body)
 }
 
@@ -107,8 +126,10 @@ async fn scrape(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
+    let started = Instant::now();
     let query = uri.query().unwrap_or("").as_bytes();
-    let body = match query::parse_scrape(query, state.settings.limits.max_scrape_infohashes) {
+    let limit = state.settings.load().limits.max_scrape_infohashes;
+    let (body, outcome) = match query::parse_scrape(query, limit) {
         Ok(parsed) => {
             let request = TrackerRequest {
                 kind: RequestKind::Scrape(ScrapeRequest {
@@ -118,24 +139,31 @@ async fn scrape(
             };
             match state.service.clone().oneshot(request).await {
                 Ok(TrackerResponse::Scrape(response)) => {
-                    reply::scrape(response.files.iter().map(|(hash, stats)| {
+                    let body = reply::scrape(response.files.iter().map(|(hash, stats)| {
                         let counts = ScrapeCounts {
                             complete: stats.complete,
                             downloaded: stats.downloaded,
                             incomplete: stats.incomplete,
                         };
                         (hash.0, counts)
-                    }))
+                    }));
+                    (body, Outcome::Ok)
                 }
-                Ok(TrackerResponse::Announce(_)) => internal_error("scrape"),
+                Ok(TrackerResponse::Announce(_)) => (internal_error("scrape"), Outcome::Error),
                 Err(rejection) => {
                     tracing::debug!(%peer, cause = rejection.cause, "scrape rejected");
-                    reply::failure(&rejection.reason)
+                    (reply::failure(&rejection.reason), Outcome::Rejected)
                 }
             }
         }
-        Err(error) => reply::failure(&error.to_string()),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "malformed scrape");
+            (reply::failure(&error.to_string()), Outcome::Error)
+        }
     };
+    state
+        .metrics
+        .record(metrics::RequestKind::Scrape, outcome, started.elapsed());
     bencoded(body)
 }
 

@@ -11,8 +11,9 @@
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use siphasher::sip::SipHasher24;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -20,6 +21,7 @@ use tower::ServiceExt;
 
 use super::AnnounceLimits;
 use crate::config::Config;
+use crate::metrics::{self, Outcome, RequestMetrics};
 use crate::protocol::query;
 use crate::protocol::udp::{self, UdpAnnounceReply, UdpEvent, UdpRequest, UdpScrapeCounts};
 use crate::swarm::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
@@ -121,12 +123,14 @@ impl UdpSettings {
 pub struct UdpFrontend {
     /// The tracker service (behind the gateway in jwt mode).
     pub service: BoxedTracker,
-    /// Per-request settings.
-    pub settings: Arc<UdpSettings>,
+    /// Per-request settings (swapped whole by a configuration reload).
+    pub settings: Arc<ArcSwap<UdpSettings>>,
     /// Connection id issuer.
     pub ids: Arc<ConnectionIds>,
     /// The time source.
     pub clock: UnixClock,
+    /// Where requests are counted.
+    pub metrics: Arc<RequestMetrics>,
 }
 
 /// The outcome of the synchronous part of handling a packet.
@@ -143,11 +147,21 @@ pub struct Pending {
     pub from: SocketAddr,
     transaction_id: u32,
     kind: PendingKind,
+    started: Instant,
 }
 
 enum PendingKind {
     Announce { ipv6: bool, max_peers: usize },
     Scrape { info_hashes: Vec<[u8; 20]> },
+}
+
+impl PendingKind {
+    fn metric(&self) -> metrics::RequestKind {
+        match self {
+            PendingKind::Announce { .. } => metrics::RequestKind::Announce,
+            PendingKind::Scrape { .. } => metrics::RequestKind::Scrape,
+        }
+    }
 }
 
 impl UdpFrontend {
@@ -188,6 +202,11 @@ impl UdpFrontend {
     /// Parses and checks a packet; writes what needs no tracker service
     /// (connect replies, errors) into `out`, or returns the request to make.
     pub fn begin(&self, packet: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Step {
+        let started = Instant::now();
+        let done = |kind, outcome| {
+            self.metrics.record(kind, outcome, started.elapsed());
+            Step::Done
+        };
         let now = (self.clock)();
         let request = match udp::parse_request(packet) {
             Ok(request) => request,
@@ -196,20 +215,28 @@ impl UdpFrontend {
                 if let Some(transaction_id) = error.transaction_id {
                     udp::write_error(out, transaction_id, error.message, packet.len());
                 }
-                return Step::Done;
+                return done(metrics::RequestKind::Unknown, Outcome::Error);
             }
         };
-        let (connection_id, transaction_id) = match &request {
+        let (connection_id, transaction_id, kind) = match &request {
             UdpRequest::Connect { transaction_id } => {
                 udp::write_connect(out, *transaction_id, self.ids.issue(now, &from));
-                return Step::Done;
+                return done(metrics::RequestKind::Connect, Outcome::Ok);
             }
-            UdpRequest::Announce(announce) => (announce.connection_id, announce.transaction_id),
+            UdpRequest::Announce(announce) => (
+                announce.connection_id,
+                announce.transaction_id,
+                metrics::RequestKind::Announce,
+            ),
             UdpRequest::Scrape {
                 connection_id,
                 transaction_id,
                 ..
-            } => (*connection_id, *transaction_id),
+            } => (
+                *connection_id,
+                *transaction_id,
+                metrics::RequestKind::Scrape,
+            ),
         };
         if !self.ids.verify(connection_id, now, &from) {
             tracing::debug!(%from, "request with a bad or expired connection id");
@@ -219,15 +246,15 @@ impl UdpFrontend {
                 "bad or expired connection id",
                 packet.len(),
             );
-            return Step::Done;
+            return done(kind, Outcome::Rejected);
         }
         match request {
-            UdpRequest::Announce(announce) => self.begin_announce(announce, from),
+            UdpRequest::Announce(announce) => self.begin_announce(announce, from, started),
             UdpRequest::Scrape { info_hashes, .. }
-                if info_hashes.len() > self.settings.limits.max_scrape_infohashes =>
+                if info_hashes.len() > self.settings.load().limits.max_scrape_infohashes =>
             {
                 udp::write_error(out, transaction_id, "too many infohashes", MAX_PAYLOAD_V6);
-                Step::Done
+                done(kind, Outcome::Rejected)
             }
             UdpRequest::Scrape { info_hashes, .. } => {
                 let request = TrackerRequest {
@@ -246,6 +273,7 @@ impl UdpFrontend {
                         from,
                         transaction_id,
                         kind,
+                        started,
                     },
                 )
             }
@@ -253,19 +281,21 @@ impl UdpFrontend {
         }
     }
 
-    fn begin_announce(&self, announce: udp::UdpAnnounce<'_>, from: SocketAddr) -> Step {
-        let ip = if self.settings.allow_ip_override && !announce.ip.is_unspecified() {
+    fn begin_announce(
+        &self,
+        announce: udp::UdpAnnounce<'_>,
+        from: SocketAddr,
+        started: Instant,
+    ) -> Step {
+        let settings = self.settings.load();
+        let ip = if settings.allow_ip_override && !announce.ip.is_unspecified() {
             IpAddr::V4(announce.ip)
         } else {
             from.ip().to_canonical()
         };
         let ipv6 = ip.is_ipv6();
         let max_peers = if ipv6 { MAX_PEERS_V6 } else { MAX_PEERS_V4 };
-        let numwant = self
-            .settings
-            .limits
-            .numwant(announce.numwant)
-            .min(max_peers);
+        let numwant = settings.limits.numwant(announce.numwant).min(max_peers);
         let token = query::jwt(announce.url_data.query());
         let request = TrackerRequest {
             kind: RequestKind::Announce(AnnounceRequest {
@@ -288,6 +318,7 @@ impl UdpFrontend {
             from,
             transaction_id: announce.transaction_id,
             kind: PendingKind::Announce { ipv6, max_peers },
+            started,
         };
         Step::Call(request, pending)
     }
@@ -300,14 +331,15 @@ impl UdpFrontend {
         out: &mut Vec<u8>,
     ) {
         let transaction_id = pending.transaction_id;
-        match (pending.kind, result) {
+        let started = pending.started;
+        let (kind, outcome) = match (pending.kind, result) {
             (
                 PendingKind::Announce { ipv6, max_peers },
                 Ok(TrackerResponse::Announce(response)),
             ) => {
                 let reply = UdpAnnounceReply {
                     transaction_id,
-                    interval: self.settings.limits.interval,
+                    interval: self.settings.load().limits.interval,
                     leechers: response.stats.incomplete,
                     seeders: response.stats.complete,
                 };
@@ -318,6 +350,7 @@ impl UdpFrontend {
                     max_peers,
                     response.peers.iter().map(|p| p.addr),
                 );
+                (metrics::RequestKind::Announce, Outcome::Ok)
             }
             (PendingKind::Scrape { info_hashes }, Ok(TrackerResponse::Scrape(response))) => {
                 let counts = info_hashes.iter().map(|hash| {
@@ -334,13 +367,19 @@ impl UdpFrontend {
                     }
                 });
                 udp::write_scrape(out, transaction_id, counts);
+                (metrics::RequestKind::Scrape, Outcome::Ok)
             }
-            (_, Ok(_)) => udp::write_error(out, transaction_id, "internal error", 64),
-            (_, Err(rejection)) => {
+            (kind, Ok(_)) => {
+                udp::write_error(out, transaction_id, "internal error", 64);
+                (kind.metric(), Outcome::Error)
+            }
+            (kind, Err(rejection)) => {
                 tracing::debug!(from = %pending.from, cause = rejection.cause, "UDP request rejected");
                 udp::write_error(out, transaction_id, &rejection.reason, MAX_PAYLOAD_V6);
+                (kind.metric(), Outcome::Rejected)
             }
-        }
+        };
+        self.metrics.record(kind, outcome, started.elapsed());
     }
 }
 

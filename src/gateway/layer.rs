@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwapOption;
 use tower::{Layer, Service};
 
 use super::Gateway;
@@ -15,15 +16,24 @@ use super::token::Approval;
 use crate::tracker::{Rejection, RequestKind, TrackerRequest, TrackerResponse};
 
 /// Wraps a tracker service so that only approved requests reach it.
+///
+/// The gateway sits in a swappable slot: a configuration reload installs a
+/// new one (or none, for `auth.mode = "open"`) under running listeners.
 #[derive(Clone)]
 pub struct GatewayLayer {
-    gateway: Arc<Gateway>,
+    gateway: Arc<ArcSwapOption<Gateway>>,
 }
 
 impl GatewayLayer {
     /// A layer checking tokens with `gateway`.
     pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
+        Self::swappable(Arc::new(ArcSwapOption::from(Some(gateway))))
+    }
+
+    /// A layer checking tokens with whatever gateway `slot` holds at each
+    /// request; an empty slot lets every request through.
+    pub fn swappable(slot: Arc<ArcSwapOption<Gateway>>) -> Self {
+        Self { gateway: slot }
     }
 }
 
@@ -42,7 +52,7 @@ impl<S> Layer<S> for GatewayLayer {
 #[derive(Clone)]
 pub struct GatewayService<S> {
     inner: S,
-    gateway: Arc<Gateway>,
+    gateway: Arc<ArcSwapOption<Gateway>>,
 }
 
 impl<S> Service<TrackerRequest> for GatewayService<S>
@@ -65,7 +75,9 @@ where
         // The clone is not ready yet; keep the ready one for this call (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let gateway = self.gateway.clone();
+        let Some(gateway) = self.gateway.load_full() else {
+            return Box::pin(inner.call(request));
+        };
         Box::pin(async move {
             let checked = gateway.check(request.token.as_deref(), unix_now()).await;
             let request = checked.and_then(|approval| narrow(request, &approval));
@@ -73,6 +85,7 @@ where
                 Ok(request) => inner.call(request).await,
                 Err(error) => {
                     tracing::debug!(cause = error.cause(), %error, "request refused by the gateway");
+                    gateway.count_rejection(&error);
                     Err(error.into())
                 }
             }

@@ -34,6 +34,7 @@ pub use keys::{KeySet, VerifyingKey};
 pub use layer::GatewayLayer;
 pub use token::{Approval, TokenPolicy};
 
+use crate::metrics::GatewayMetrics;
 use error::printable;
 
 /// How keys reach the gateway, from `[auth]`.
@@ -60,6 +61,7 @@ pub struct Gateway {
     /// key published just after one is still fetched on its first use.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
     cache: TokenCache,
+    metrics: GatewayMetrics,
 }
 
 /// The outcome of the synchronous part of a check.
@@ -83,11 +85,24 @@ impl Gateway {
             min_refetch: sources.min_refetch,
             last_refetch: tokio::sync::Mutex::new(None),
             cache: TokenCache::new(cache_capacity),
+            metrics: GatewayMetrics::noop(),
         };
         if !gateway.static_keys.is_empty() {
             gateway.install(KeySet::new(gateway.static_keys.clone()));
         }
         gateway
+    }
+
+    /// Counts cache hits, refusals and key set refreshes into `metrics`.
+    pub fn with_metrics(mut self, metrics: GatewayMetrics) -> Self {
+        metrics.keys.set(self.keys.load().len() as f64);
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts one refused request by its cause.
+    pub fn count_rejection(&self, error: &AuthError) {
+        self.metrics.rejected(error.cause());
     }
 
     /// Whether a key set has been loaded, so tokens can be checked at all.
@@ -108,6 +123,7 @@ impl Gateway {
     /// Replaces the key set and forgets approvals by keys no longer in it.
     pub fn install(&self, keys: KeySet) {
         let keys = Arc::new(keys);
+        self.metrics.keys.set(keys.len() as f64);
         self.keys.store(keys.clone());
         self.loaded.store(true, Ordering::Release);
         let purged = self.cache.retain_keys(&keys);
@@ -130,7 +146,17 @@ impl Gateway {
         let Some(fetcher) = &self.fetcher else {
             return Ok(self.keys.load().len());
         };
-        let fetched = fetcher.fetch().await?;
+        let fetched = match fetcher.fetch().await {
+            Ok(fetched) => {
+                self.metrics.jwks_ok.increment(1);
+                self.metrics.jwks_last_success.set(layer::unix_now() as f64);
+                fetched
+            }
+            Err(error) => {
+                self.metrics.jwks_failed.increment(1);
+                return Err(error);
+            }
+        };
         for skipped in &fetched.skipped {
             tracing::warn!(url = fetcher.url(), "skipped a JWK: {skipped}");
         }
@@ -190,12 +216,14 @@ impl Gateway {
         }
         let digest = cache::token_digest(token);
         if let Some(approval) = self.cache.get(&digest, now) {
+            self.metrics.cache_hits.increment(1);
             return Quick::Done(
                 approval
                     .check_time(now, self.policy.leeway_secs)
                     .map(|()| approval),
             );
         }
+        self.metrics.cache_misses.increment(1);
         let header = match token::read_header(token, &self.policy) {
             Ok(header) => header,
             Err(error) => return Quick::Done(Err(error)),

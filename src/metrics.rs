@@ -1,0 +1,439 @@
+//! What operators scrape from `/metrics`: one Prometheus registry per
+//! server, and pre-registered handles for the hot paths.
+//!
+//! The registry is not installed as the process-wide `metrics` recorder:
+//! each [`Metrics`] is its own, so several servers in one process (tests,
+//! embedders) never mix their numbers. Hot paths hold [`metrics::Counter`]
+//! and [`metrics::Histogram`] handles registered once at startup, so
+//! counting a request is an atomic add, not a lookup by name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::swarm::{Engine, PurgeStats, Tier};
+
+/// Request latency buckets (seconds): 25 µs to 1 s, since a tracker answers
+/// in microseconds unless something is wrong (a JWKS refetch, a stall).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+];
+
+/// Cleanup (expiry sweep) duration buckets (seconds).
+const SWEEP_BUCKETS: &[f64] = &[0.000_1, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// One server's metrics registry.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry with swarmgate's histogram buckets and metric help texts.
+    pub fn new() -> Self {
+        // Both bucket lists are fixed and non-empty, and the builder refuses
+        // only empty ones; the fallback (summaries instead) is unreachable.
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("swarmgate_request_duration_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("swarmgate_cleanup_duration_seconds".into()),
+                    SWEEP_BUCKETS,
+                )
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let metrics = Self { recorder, handle };
+        metrics.describe();
+        metrics
+    }
+
+    fn describe(&self) {
+        let help: &[(&str, Option<Unit>, &str)] = &[
+            (
+                "swarmgate_requests_total",
+                None,
+                "Requests answered, by protocol, kind and result (ok, rejected: refused by policy, error: malformed)",
+            ),
+            (
+                "swarmgate_request_duration_seconds",
+                Some(Unit::Seconds),
+                "Time from a request's arrival to its reply being written, by protocol",
+            ),
+            (
+                "swarmgate_auth_rejections_total",
+                None,
+                "Requests the gateway refused, by reason",
+            ),
+            (
+                "swarmgate_token_cache_hits_total",
+                None,
+                "Tokens found verified in the cache",
+            ),
+            (
+                "swarmgate_token_cache_misses_total",
+                None,
+                "Tokens not in the cache (verified or refused in full)",
+            ),
+            ("swarmgate_token_cache_size", None, "Verified tokens cached"),
+            (
+                "swarmgate_jwks_keys",
+                None,
+                "Keys in the current key set (JWKS plus keys_dir)",
+            ),
+            (
+                "swarmgate_jwks_refresh_total",
+                None,
+                "JWKS fetches, by result",
+            ),
+            (
+                "swarmgate_jwks_last_success_timestamp_seconds",
+                Some(Unit::Seconds),
+                "Unix time of the last successful JWKS fetch",
+            ),
+            (
+                "swarmgate_swarms",
+                None,
+                "Swarms held, as of the last cleanup",
+            ),
+            (
+                "swarmgate_peers",
+                None,
+                "Peers held, by role, as of the last cleanup (a dual-stack peer counts per family)",
+            ),
+            (
+                "swarmgate_peers_returned_total",
+                None,
+                "Peers handed out, by locality tier",
+            ),
+            (
+                "swarmgate_peers_expired_total",
+                None,
+                "Peers dropped because they stopped announcing",
+            ),
+            (
+                "swarmgate_cleanup_duration_seconds",
+                Some(Unit::Seconds),
+                "Time one expiry sweep over every swarm took",
+            ),
+            (
+                "swarmgate_config_reloads_total",
+                None,
+                "Configuration reloads (SIGHUP), by result",
+            ),
+        ];
+        for (name, unit, text) in help {
+            if name.ends_with("_total") {
+                self.recorder
+                    .describe_counter((*name).into(), *unit, (*text).into());
+            } else if name.ends_with("_seconds") && !name.ends_with("timestamp_seconds") {
+                self.recorder
+                    .describe_histogram((*name).into(), *unit, (*text).into());
+            } else {
+                self.recorder
+                    .describe_gauge((*name).into(), *unit, (*text).into());
+            }
+        }
+    }
+
+    /// A counter handle for `name` with `labels`.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &metadata())
+    }
+
+    /// A gauge handle for `name` with `labels`.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
+        self.recorder
+            .register_gauge(&key(name, labels), &metadata())
+    }
+
+    /// A histogram handle for `name` with `labels`.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Histogram {
+        self.recorder
+            .register_histogram(&key(name, labels), &metadata())
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+
+    /// Records one expiry sweep: what is left, what went, how long it took.
+    pub fn record_sweep(&self, stats: &PurgeStats, took: Duration) {
+        self.gauge("swarmgate_swarms", &[]).set(stats.swarms as f64);
+        self.gauge("swarmgate_peers", &[("role", "seeder")])
+            .set(stats.seeders as f64);
+        self.gauge("swarmgate_peers", &[("role", "leecher")])
+            .set(stats.leechers as f64);
+        self.counter("swarmgate_peers_expired_total", &[])
+            .increment(stats.removed_peers as u64);
+        self.histogram("swarmgate_cleanup_duration_seconds", &[])
+            .record(took.as_secs_f64());
+    }
+
+    /// Copies the engine's per-tier handout counts in (they are counted
+    /// inside the engine's shard locks, where they cost nothing extra).
+    pub fn record_tiers(&self, engine: &Engine) {
+        let counts = engine.tier_counts();
+        for tier in Tier::ALL {
+            self.counter("swarmgate_peers_returned_total", &[("tier", tier.label())])
+                .absolute(counts.get(tier));
+        }
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(key, value)| Label::from_static_parts(key, value))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+/// Which frontend a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// BEP 3 over HTTP.
+    Http,
+    /// BEP 15 over UDP.
+    Udp,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// What a request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// An announce.
+    Announce,
+    /// A scrape.
+    Scrape,
+    /// A UDP connect.
+    Connect,
+    /// A packet too malformed to tell.
+    Unknown,
+}
+
+impl RequestKind {
+    const ALL: [RequestKind; 4] = [
+        RequestKind::Announce,
+        RequestKind::Scrape,
+        RequestKind::Connect,
+        RequestKind::Unknown,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            RequestKind::Announce => "announce",
+            RequestKind::Scrape => "scrape",
+            RequestKind::Connect => "connect",
+            RequestKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered.
+    Ok,
+    /// Well formed but refused: token, connection id, limits.
+    Rejected,
+    /// Malformed, or the tracker failed.
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Rejected, Outcome::Error];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Rejected => "rejected",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One frontend's request counters and latency histogram, registered once.
+pub struct RequestMetrics {
+    counts: [[Counter; 3]; 4],
+    latency: Histogram,
+}
+
+impl RequestMetrics {
+    /// Handles for `protocol`'s requests in `metrics`.
+    pub fn new(metrics: &Metrics, protocol: Protocol) -> Self {
+        let protocol = protocol.label();
+        let counts = RequestKind::ALL.map(|kind| {
+            Outcome::ALL.map(|outcome| {
+                metrics.counter(
+                    "swarmgate_requests_total",
+                    &[
+                        ("protocol", protocol),
+                        ("kind", kind.label()),
+                        ("result", outcome.label()),
+                    ],
+                )
+            })
+        });
+        Self {
+            counts,
+            latency: metrics.histogram(
+                "swarmgate_request_duration_seconds",
+                &[("protocol", protocol)],
+            ),
+        }
+    }
+
+    /// Handles that record nowhere (for tests and tools that need no metrics).
+    pub fn noop() -> Arc<Self> {
+        Arc::new(Self {
+            counts: RequestKind::ALL.map(|_| Outcome::ALL.map(|_| Counter::noop())),
+            latency: Histogram::noop(),
+        })
+    }
+
+    /// Counts one request and its latency.
+    pub fn record(&self, kind: RequestKind, outcome: Outcome, took: Duration) {
+        self.counts[kind as usize][outcome as usize].increment(1);
+        self.latency.record(took.as_secs_f64());
+    }
+}
+
+/// The gateway's counters: token cache, rejections, key set refreshes.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// Cache hits.
+    pub cache_hits: Counter,
+    /// Cache misses.
+    pub cache_misses: Counter,
+    /// Successful JWKS fetches.
+    pub jwks_ok: Counter,
+    /// Failed JWKS fetches.
+    pub jwks_failed: Counter,
+    /// Unix time of the last good fetch.
+    pub jwks_last_success: Gauge,
+    /// Keys in the key set.
+    pub keys: Gauge,
+    rejections: Arc<RejectionCounters>,
+}
+
+struct RejectionCounters {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl GatewayMetrics {
+    /// Handles in `metrics`.
+    pub fn new(metrics: &Arc<Metrics>) -> Self {
+        Self {
+            cache_hits: metrics.counter("swarmgate_token_cache_hits_total", &[]),
+            cache_misses: metrics.counter("swarmgate_token_cache_misses_total", &[]),
+            jwks_ok: metrics.counter("swarmgate_jwks_refresh_total", &[("result", "ok")]),
+            jwks_failed: metrics.counter("swarmgate_jwks_refresh_total", &[("result", "error")]),
+            jwks_last_success: metrics.gauge("swarmgate_jwks_last_success_timestamp_seconds", &[]),
+            keys: metrics.gauge("swarmgate_jwks_keys", &[]),
+            rejections: Arc::new(RejectionCounters {
+                metrics: Some(metrics.clone()),
+            }),
+        }
+    }
+
+    /// Handles that record nowhere.
+    pub fn noop() -> Self {
+        Self {
+            cache_hits: Counter::noop(),
+            cache_misses: Counter::noop(),
+            jwks_ok: Counter::noop(),
+            jwks_failed: Counter::noop(),
+            jwks_last_success: Gauge::noop(),
+            keys: Gauge::noop(),
+            rejections: Arc::new(RejectionCounters { metrics: None }),
+        }
+    }
+
+    /// Counts one refusal. Reasons are a small fixed set of static strings,
+    /// so the lookup by label is cheap next to the token parsing that found it.
+    pub fn rejected(&self, reason: &'static str) {
+        if let Some(metrics) = &self.rejections.metrics {
+            metrics
+                .counter("swarmgate_auth_rejections_total", &[("reason", reason)])
+                .increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_render_in_prometheus_text_format() {
+        let metrics = Arc::new(Metrics::new());
+        let http = RequestMetrics::new(&metrics, Protocol::Http);
+        http.record(
+            RequestKind::Announce,
+            Outcome::Rejected,
+            Duration::from_micros(30),
+        );
+        http.record(
+            RequestKind::Announce,
+            Outcome::Ok,
+            Duration::from_micros(30),
+        );
+        http.record(RequestKind::Announce, Outcome::Ok, Duration::from_millis(3));
+        GatewayMetrics::new(&metrics).rejected("expired");
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"swarmgate_requests_total{protocol="http",kind="announce",result="ok"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"swarmgate_requests_total{protocol="http",kind="announce",result="rejected"} 1"#
+        ));
+        assert!(text.contains(r#"swarmgate_auth_rejections_total{reason="expired"} 1"#));
+        // 30 µs falls in the 50 µs bucket, 3 ms only from the 5 ms bucket on.
+        assert!(text.contains(
+            r#"swarmgate_request_duration_seconds_bucket{protocol="http",le="0.00005"} 2"#
+        ));
+        assert!(text.contains(
+            r#"swarmgate_request_duration_seconds_bucket{protocol="http",le="0.005"} 3"#
+        ));
+        assert!(text.contains("# HELP swarmgate_requests_total"));
+        assert!(text.contains("# TYPE swarmgate_request_duration_seconds histogram"));
+    }
+}
