@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{AuthMode, Config, DEFAULT_CONFIG_TOML};
+use crate::config::{AuthMode, Config, DEFAULT_CONFIG_TOML, LogFormat};
 use crate::gateway::layer::unix_now;
 use crate::gateway::mint::{self, KeyAlg, TokenSpec, UDP_TOKEN_LIMIT};
 use crate::server::{self, Server};
@@ -27,11 +27,15 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the tracker (built-in defaults unless --config names a file).
+    /// Run the tracker (built-in defaults unless --config names a file;
+    /// SWARMGATE_SECTION__KEY variables override either). SIGHUP re-reads the file.
     Serve {
         /// A TOML configuration file; see `swarmgate config`.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Log format, overriding `log.format`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Print the default configuration, every key commented.
     Config,
@@ -157,7 +161,7 @@ pub fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG_TOML}");
             ExitCode::SUCCESS
         }
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, log_format } => serve(config, log_format),
         Command::Keygen { alg, kid, out } => report(keygen(alg.into(), &kid, &out)),
         Command::Mint {
             key,
@@ -286,24 +290,29 @@ fn mint_token(
     Ok(())
 }
 
-fn serve(path: Option<PathBuf>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let config = match path {
-        Some(path) => match Config::from_file(&path) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("swarmgate: {error}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Config::default(),
+/// Logs to stderr in `format`, filtered by `RUST_LOG` or else `level`.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+    let config = match Config::load(path.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("swarmgate: {error}");
+            return ExitCode::FAILURE;
+        }
     };
+    init_logging(log_format.unwrap_or(config.log.format), &config.log.level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -329,7 +338,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             }
         }
         explain_auth(&config, &server);
-        shutdown_signal().await;
+        serve_until_stopped(&server, path.as_deref()).await;
         tracing::info!("shutting down");
         server.shutdown().await;
         ExitCode::SUCCESS
@@ -370,6 +379,52 @@ fn explain_auth(config: &Config, server: &Server) {
          then announce to http://HOST:PORT/announce?jwt=<token>",
         auth.issuer
     );
+}
+
+/// Waits for SIGINT or SIGTERM, reloading the configuration on every SIGHUP.
+async fn serve_until_stopped(server: &Server, path: Option<&std::path::Path>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+            let stop = shutdown_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hangup.recv() => reload(server, path).await,
+                }
+            }
+        }
+    }
+    shutdown_signal().await;
+}
+
+/// Re-reads the file (and the environment) and puts it in force, or keeps
+/// the running configuration when anything is wrong with it.
+async fn reload(server: &Server, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP ignored: started without --config, so there is no file to re-read");
+        return;
+    };
+    let result = match Config::load(Some(path), std::env::vars()) {
+        Ok(config) => server.reload(config).await.map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    let label = match &result {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "configuration reloaded");
+            "ok"
+        }
+        Err(error) => {
+            tracing::error!(file = %path.display(), "configuration NOT reloaded, the running one stays: {error}");
+            "error"
+        }
+    };
+    server
+        .metrics
+        .counter("swarmgate_config_reloads_total", &[("result", label)])
+        .increment(1);
 }
 
 /// Resolves on SIGINT or SIGTERM.

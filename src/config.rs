@@ -19,8 +19,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// The UDP tracker frontend.
     pub udp: UdpConfig,
-    /// The operators' listener (health, later metrics).
+    /// The operators' listener (health, readiness, metrics).
     pub admin: AdminConfig,
+    /// Log format and level.
+    pub log: LogConfig,
     /// Announce intervals, peer lifetime and reply limits.
     pub announce: AnnounceConfig,
     /// Who may announce, and the keys tokens are checked with.
@@ -254,6 +256,39 @@ pub struct Site {
     pub region: String,
 }
 
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` (default) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `swarmgate=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable text.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Environment variables that override configuration keys start with this:
+/// `SWARMGATE_AUTH__JWKS_URL` sets `auth.jwks_url` (`__` separates levels).
+pub const ENV_PREFIX: &str = "SWARMGATE_";
+
 /// The configuration `swarmgate config` prints: every key, its default, and what it does.
 pub const DEFAULT_CONFIG_TOML: &str = r#"# swarmgate configuration. Every key is optional; shown here with its default.
 # Durations are written like "90s", "5m", "1h".
@@ -288,8 +323,14 @@ allow_ip_override = false
 workers = 0
 
 [admin]
-# The operators' listener (GET /healthz). Keep it off the public network.
+# The operators' listener (GET /healthz, /readyz, /metrics). Keep it off the public network.
 listen = "127.0.0.1:6970"
+
+[log]
+# "human" or "json" (one object per line); --log-format overrides it.
+format = "human"
+# A tracing filter such as "info" or "swarmgate=debug"; RUST_LOG overrides it.
+level = "info"
 
 [announce]
 # How often clients are told to re-announce.
@@ -367,6 +408,57 @@ spill_percent = 15
 sites = []
 "#;
 
+/// Sets the key a `SWARMGATE_A__B` variable names in `table`. The value is
+/// taken as the type the key has by default: text for string keys, TOML
+/// otherwise (`8`, `true`, `["10.0.0.0/8"]`, `[{cidr = "...", ...}]`).
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let Some((leaf, sections)) = path.split_last() else {
+        return Err(format!("{name}: names no key"));
+    };
+    let mut default = defaults;
+    let mut target = table;
+    for section in sections {
+        default = match default.get(section) {
+            Some(toml::Value::Table(inner)) => inner,
+            _ => return Err(format!("{name}: there is no [{section}] section")),
+        };
+        let entry = target
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        target = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => return Err(format!("{name}: {section} is not a section")),
+        };
+    }
+    // Durations and addresses are strings by default too, so "90s" and
+    // "0.0.0.0:6969" need no quotes in the environment.
+    let parsed = match default.get(leaf) {
+        Some(toml::Value::String(_)) => toml::Value::String(value.to_owned()),
+        Some(_) => parse_value(name, value)?,
+        None => return Err(format!("{name}: no such key (see `swarmgate config`)")),
+    };
+    target.insert(leaf.clone(), parsed);
+    Ok(())
+}
+
+fn parse_value(name: &str, value: &str) -> Result<toml::Value, String> {
+    let wrapped: toml::Table = toml::from_str(&format!("value = {value}"))
+        .map_err(|error| format!("{name}: not a TOML value: {}", error.message()))?;
+    wrapped
+        .get("value")
+        .cloned()
+        .ok_or_else(|| format!("{name}: not a TOML value"))
+}
+
 /// Why a configuration cannot be used. The message names the file, key and line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -409,6 +501,50 @@ impl Config {
             source,
         })?;
         Self::from_toml(&text, &display)
+    }
+
+    /// Reads `path` (or the built-in defaults when `None`), then applies
+    /// `SWARMGATE_*` variables from `env`, then validates.
+    pub fn load<I>(path: Option<&Path>, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let (text, origin) = match path {
+            Some(path) => {
+                let display = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: display.clone(),
+                    source,
+                })?;
+                (text, display)
+            }
+            None => (String::new(), "built-in defaults".to_owned()),
+        };
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        if overrides.is_empty() {
+            return Self::from_toml(&text, &origin);
+        }
+        let mut table: toml::Table = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: origin.clone(),
+            message: error.to_string().trim_end().to_owned(),
+        })?;
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        for (name, value) in &overrides {
+            apply_env(&mut table, &defaults, name, value).map_err(|message| {
+                ConfigError::Parse {
+                    path: format!("{origin} + environment"),
+                    message,
+                }
+            })?;
+        }
+        let merged = toml::to_string(&table).map_err(|error| ConfigError::Parse {
+            path: format!("{origin} + environment"),
+            message: error.to_string(),
+        })?;
+        Self::from_toml(&merged, &format!("{origin} + environment"))
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
@@ -584,6 +720,81 @@ mod tests {
             &mut real,
         );
         assert_eq!(printed, real, "the printed default must list every key");
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variables_override_keys_by_their_default_type() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("SWARMGATE_AUTH__JWKS_URL", "http://registry:5000/keys"),
+                ("SWARMGATE_ANNOUNCE__INTERVAL", "90s"),
+                ("SWARMGATE_ANNOUNCE__MAX_NUMWANT", "80"),
+                ("SWARMGATE_UDP__SECRET", "12345"),
+                ("SWARMGATE_LOG__FORMAT", "json"),
+                ("SWARMGATE_HTTP__TRUSTED_PROXIES", r#"["10.0.0.0/8"]"#),
+                (
+                    "SWARMGATE_LOCALITY__SITES",
+                    r#"[{cidr = "10.1.0.0/16", zone = "a", region = "eu"}]"#,
+                ),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(config.auth.jwks_url, "http://registry:5000/keys");
+        assert_eq!(config.announce.interval, Duration::from_secs(90));
+        assert_eq!(config.announce.max_numwant, 80);
+        assert_eq!(
+            config.udp.secret, "12345",
+            "string keys take the text as is"
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.http.trusted_proxies.len(), 1);
+        assert_eq!(config.locality.sites[0].zone, "a");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_bad_variables_are_named() {
+        let dir = std::env::temp_dir().join(format!("swarmgate-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("swarmgate.toml");
+        std::fs::write(
+            &file,
+            "[announce]\ninterval = \"30s\"\nmin_interval = \"10s\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file), env(&[("SWARMGATE_ANNOUNCE__INTERVAL", "45s")]))
+            .expect("loads");
+        assert_eq!(config.announce.interval, Duration::from_secs(45));
+        assert_eq!(config.announce.min_interval, Duration::from_secs(10));
+
+        for (name, value, expect) in [
+            (
+                "SWARMGATE_ANNOUNCE__NO_SUCH",
+                "1",
+                "SWARMGATE_ANNOUNCE__NO_SUCH: no such key",
+            ),
+            ("SWARMGATE_NOPE__KEY", "1", "there is no [nope] section"),
+            (
+                "SWARMGATE_ANNOUNCE__MAX_NUMWANT",
+                "many",
+                "not a TOML value",
+            ),
+            ("SWARMGATE_ANNOUNCE__INTERVAL", "0s", "announce.interval"),
+        ] {
+            let error = Config::load(Some(&file), env(&[(name, value)]))
+                .expect_err(name)
+                .to_string();
+            assert!(error.contains(expect), "{name}: {error}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
