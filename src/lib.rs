@@ -14,8 +14,11 @@
 //! - [`gateway`]: the JWT check in front of the tracker service (a tower layer).
 //! - [`swarm`]: the engine. Swarms, peers, handout, expiry; pure, takes time and RNG.
 //! - [`config`]: the TOML configuration with its printed defaults.
-//! - [`admin`]: the operators' listener (`/healthz`, `/readyz`).
-//! - [`server`]: startup wiring and graceful shutdown; [`cli`]: the command line.
+//! - [`admin`]: the operators' listener (`/healthz`, `/readyz`, `/metrics`).
+//! - [`metrics`]: one Prometheus registry per server; handles the frontends,
+//!   gateway and expiry sweep count into (the engine keeps its own tier counts).
+//! - [`server`]: startup wiring, configuration reload (swappable settings and
+//!   gateway) and graceful shutdown; [`cli`]: the command line (SIGHUP, logs).
 //! - [`simulate`]: a seeded deployment model that runs handout policies through the engine.
 
 pub mod admin;
