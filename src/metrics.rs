@@ -348,11 +348,8 @@ pub struct GatewayMetrics {
     pub jwks_last_success: Gauge,
     /// Keys in the key set.
     pub keys: Gauge,
-    rejections: Arc<RejectionCounters>,
-}
-
-struct RejectionCounters {
-    metrics: Option<Arc<Metrics>>,
+    /// Where per-reason rejection counters are registered; none for no-op handles.
+    registry: Option<Arc<Metrics>>,
 }
 
 impl GatewayMetrics {
@@ -365,9 +362,7 @@ impl GatewayMetrics {
             jwks_failed: metrics.counter("swarmgate_jwks_refresh_total", &[("result", "error")]),
             jwks_last_success: metrics.gauge("swarmgate_jwks_last_success_timestamp_seconds", &[]),
             keys: metrics.gauge("swarmgate_jwks_keys", &[]),
-            rejections: Arc::new(RejectionCounters {
-                metrics: Some(metrics.clone()),
-            }),
+            registry: Some(metrics.clone()),
         }
     }
 
@@ -380,14 +375,14 @@ impl GatewayMetrics {
             jwks_failed: Counter::noop(),
             jwks_last_success: Gauge::noop(),
             keys: Gauge::noop(),
-            rejections: Arc::new(RejectionCounters { metrics: None }),
+            registry: None,
         }
     }
 
     /// Counts one refusal. Reasons are a small fixed set of static strings,
     /// so the lookup by label is cheap next to the token parsing that found it.
     pub fn rejected(&self, reason: &'static str) {
-        if let Some(metrics) = &self.rejections.metrics {
+        if let Some(metrics) = &self.registry {
             metrics
                 .counter("swarmgate_auth_rejections_total", &[("reason", reason)])
                 .increment(1);

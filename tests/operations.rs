@@ -197,9 +197,10 @@ fn wait_for<T>(lines: &mpsc::Receiver<String>, what: &str, pick: impl Fn(&str) -
     panic!("no log line {what} within 15 s");
 }
 
-fn hang_up(child: &Child) {
+/// Sends `signal` (e.g. `-HUP`) to the child.
+fn send(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
@@ -265,7 +266,7 @@ fn sighup_reloads_good_files_refuses_bad_ones_and_logs_json() {
 
     // A good file: the new interval is served, swarms survive.
     write("interval = \"90s\"", "mode = \"open\"");
-    hang_up(&child);
+    send(&child, "-HUP");
     wait_for(&lines, "confirming the reload", |line| {
         line.contains("configuration reloaded").then_some(())
     });
@@ -275,7 +276,7 @@ fn sighup_reloads_good_files_refuses_bad_ones_and_logs_json() {
 
     // A bad file (min_interval, from the environment, above interval): refused.
     write("interval = \"5s\"", "mode = \"open\"");
-    hang_up(&child);
+    send(&child, "-HUP");
     let error = wait_for(&lines, "refusing the bad file", |line| {
         line.contains("NOT reloaded").then(|| line.to_owned())
     });
@@ -288,7 +289,7 @@ fn sighup_reloads_good_files_refuses_bad_ones_and_logs_json() {
 
     // Auth can be switched on live: announces now need a token.
     write("interval = \"90s\"", "mode = \"jwt\"");
-    hang_up(&child);
+    send(&child, "-HUP");
     wait_for(&lines, "confirming the auth reload", |line| {
         line.contains("configuration reloaded").then_some(())
     });
@@ -309,9 +310,7 @@ fn sighup_reloads_good_files_refuses_bad_ones_and_logs_json() {
         1.0
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    send(&child, "-TERM");
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
