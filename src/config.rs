@@ -495,12 +495,7 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: display.clone(),
-            source,
-        })?;
-        Self::from_toml(&text, &display)
+        Self::load(Some(path), std::iter::empty())
     }
 
     /// Reads `path` (or the built-in defaults when `None`), then applies

@@ -27,6 +27,13 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Cleanup (expiry sweep) duration buckets (seconds).
 const SWEEP_BUCKETS: &[f64] = &[0.000_1, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// What a described metric is, so its help text is filed under the right type.
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
 /// One server's metrics registry.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -64,89 +71,104 @@ impl Metrics {
     }
 
     fn describe(&self) {
-        let help: &[(&str, Option<Unit>, &str)] = &[
+        let help: &[(Kind, &str, Option<Unit>, &str)] = &[
             (
+                Kind::Counter,
                 "swarmgate_requests_total",
                 None,
                 "Requests answered, by protocol, kind and result (ok, rejected: refused by policy, error: malformed)",
             ),
             (
+                Kind::Histogram,
                 "swarmgate_request_duration_seconds",
                 Some(Unit::Seconds),
                 "Time from a request's arrival to its reply being written, by protocol",
             ),
             (
+                Kind::Counter,
                 "swarmgate_auth_rejections_total",
                 None,
                 "Requests the gateway refused, by reason",
             ),
             (
+                Kind::Counter,
                 "swarmgate_token_cache_hits_total",
                 None,
                 "Tokens found verified in the cache",
             ),
             (
+                Kind::Counter,
                 "swarmgate_token_cache_misses_total",
                 None,
                 "Tokens not in the cache (verified or refused in full)",
             ),
-            ("swarmgate_token_cache_size", None, "Verified tokens cached"),
             (
+                Kind::Gauge,
+                "swarmgate_token_cache_size",
+                None,
+                "Verified tokens cached",
+            ),
+            (
+                Kind::Gauge,
                 "swarmgate_jwks_keys",
                 None,
                 "Keys in the current key set (JWKS plus keys_dir)",
             ),
             (
+                Kind::Counter,
                 "swarmgate_jwks_refresh_total",
                 None,
                 "JWKS fetches, by result",
             ),
             (
+                Kind::Gauge,
                 "swarmgate_jwks_last_success_timestamp_seconds",
                 Some(Unit::Seconds),
                 "Unix time of the last successful JWKS fetch",
             ),
             (
+                Kind::Gauge,
                 "swarmgate_swarms",
                 None,
                 "Swarms held, as of the last cleanup",
             ),
             (
+                Kind::Gauge,
                 "swarmgate_peers",
                 None,
                 "Peers held, by role, as of the last cleanup (a dual-stack peer counts per family)",
             ),
             (
+                Kind::Counter,
                 "swarmgate_peers_returned_total",
                 None,
                 "Peers handed out, by locality tier",
             ),
             (
+                Kind::Counter,
                 "swarmgate_peers_expired_total",
                 None,
                 "Peers dropped because they stopped announcing",
             ),
             (
+                Kind::Histogram,
                 "swarmgate_cleanup_duration_seconds",
                 Some(Unit::Seconds),
                 "Time one expiry sweep over every swarm took",
             ),
             (
+                Kind::Counter,
                 "swarmgate_config_reloads_total",
                 None,
                 "Configuration reloads (SIGHUP), by result",
             ),
         ];
-        for (name, unit, text) in help {
-            if name.ends_with("_total") {
-                self.recorder
-                    .describe_counter((*name).into(), *unit, (*text).into());
-            } else if name.ends_with("_seconds") && !name.ends_with("timestamp_seconds") {
-                self.recorder
-                    .describe_histogram((*name).into(), *unit, (*text).into());
-            } else {
-                self.recorder
-                    .describe_gauge((*name).into(), *unit, (*text).into());
+        for (kind, name, unit, text) in help {
+            let (name, text) = ((*name).into(), (*text).into());
+            match kind {
+                Kind::Counter => self.recorder.describe_counter(name, *unit, text),
+                Kind::Gauge => self.recorder.describe_gauge(name, *unit, text),
+                Kind::Histogram => self.recorder.describe_histogram(name, *unit, text),
             }
         }
     }
