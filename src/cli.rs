@@ -1,4 +1,4 @@
-//! The command line: `serve` and `config` for operators, `keygen` and `mint`
+//! The command line: `serve` and `config` for operators, `keygen`, `mint` and `torrent`
 //! for the registry side (and for trying the tracker with the development keys).
 
 use std::io::IsTerminal;
@@ -14,6 +14,7 @@ use crate::gateway::mint::{self, KeyAlg, TokenSpec, UDP_TOKEN_LIMIT};
 use crate::server::{self, Server};
 use crate::simulate;
 use crate::swarm::InfoHash;
+use crate::torrent;
 
 /// swarmgate: a BitTorrent tracker for a container registry's layer torrents.
 #[derive(Debug, Parser)]
@@ -72,10 +73,56 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
     },
+    /// Make a layer's torrent as the registry does: v1, one file, private,
+    /// every announce URL carrying a fresh token for the torrent's own infohash.
+    Torrent(TorrentArgs),
     /// Model a deployment pulling one layer under three handout policies
     /// (random, strict subnet-first, swarmgate's tiers with guards) through the
     /// real engine; print the table, write it as Markdown plus an SVG chart.
     Simulate(SimulateArgs),
+}
+
+/// `swarmgate torrent` flags.
+#[derive(Debug, clap::Args)]
+pub struct TorrentArgs {
+    /// The blob (layer) to share.
+    file: PathBuf,
+    /// A tracker announce URL, e.g. http://tracker:6969/announce; repeat for
+    /// several trackers (the first is `announce`, all go in `announce-list`).
+    #[arg(long, required = true)]
+    announce: Vec<String>,
+    /// Private key PEM (PKCS#8) that signs the token.
+    #[arg(long)]
+    key: PathBuf,
+    /// Key id to put in the token's header (as published in the JWKS).
+    #[arg(long)]
+    kid: String,
+    /// `iss` claim; must equal the tracker's auth.issuer.
+    #[arg(long)]
+    issuer: String,
+    /// `aud` claim (the tracker checks it when auth.audience is set).
+    #[arg(long)]
+    audience: Option<String>,
+    /// Token lifetime (sets `exp`), e.g. 30d; none by default, as with Quay.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<std::time::Duration>,
+    /// A BEP 19 web seed: a URL serving this file over HTTP (the registry's
+    /// blob URL), so clients can fall back to it; repeatable.
+    #[arg(long)]
+    webseed: Vec<String>,
+    /// Bytes per piece: a power of two from 16KiB to 64MiB.
+    #[arg(long, default_value = "512KiB", value_parser = parse_piece_length_arg)]
+    piece_length: u64,
+    /// The file name inside the torrent (default: FILE's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where to write the .torrent.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+fn parse_piece_length_arg(text: &str) -> Result<u64, String> {
+    torrent::parse_piece_length(text).map_err(|e| e.to_string())
 }
 
 /// `swarmgate simulate` flags; defaults model 3 × 3 × 8 × 20 = 1,440 agents.
@@ -171,6 +218,7 @@ pub fn main() -> ExitCode {
             infohash,
             ttl,
         } => report(mint_token(&key, kid, issuer, audience, &infohash, ttl)),
+        Command::Torrent(args) => report(make_torrent(args)),
         Command::Simulate(args) => report(simulate(args)),
     }
 }
@@ -285,6 +333,50 @@ fn mint_token(
         eprintln!(
             "warning: longer than {UDP_TOKEN_LIMIT} characters: libtorrent truncates BEP 41 URL data at 255 bytes, \
              so this token works over HTTP but not over UDP; use ES256 or EdDSA with a short kid and issuer"
+        );
+    }
+    Ok(())
+}
+
+fn make_torrent(args: TorrentArgs) -> Result<(), String> {
+    let name = match args.name {
+        Some(name) => name,
+        None => args
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{}: not a file name", args.file.display()))?,
+    };
+    let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let info = torrent::Info::from_reader(&name, args.piece_length, std::io::BufReader::new(file))
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let info_hash = info.info_hash();
+    let pem = std::fs::read(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?;
+    let (signing_key, alg) = mint::signing_key(&pem, None).map_err(|e| e.to_string())?;
+    let spec = TokenSpec {
+        kid: args.kid,
+        issuer: args.issuer,
+        audience: args.audience,
+        info_hash,
+        ttl: args.ttl,
+    };
+    let now = unix_now();
+    let token = mint::mint(&signing_key, alg, &spec, now).map_err(|e| e.to_string())?;
+    let meta = torrent::MetaInfo::new(info, &args.announce, Some(&token), args.webseed, now as i64);
+    std::fs::write(&args.out, meta.to_bytes()).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    println!("{info_hash}");
+    eprintln!(
+        "wrote {}: {} bytes in {} pieces of {} bytes, {alg:?} token of {} characters",
+        args.out.display(),
+        meta.info.length,
+        meta.info.pieces.len() / 20,
+        meta.info.piece_length,
+        token.len()
+    );
+    if token.len() > UDP_TOKEN_LIMIT && args.announce.iter().any(|url| url.starts_with("udp:")) {
+        eprintln!(
+            "warning: the token is longer than {UDP_TOKEN_LIMIT} characters, so libtorrent cuts it \
+             from UDP announces; use ES256 or EdDSA with a short kid and issuer, or HTTP trackers"
         );
     }
     Ok(())

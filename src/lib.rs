@@ -19,6 +19,7 @@
 //!   gateway and expiry sweep count into (the engine keeps its own tier counts).
 //! - [`server`]: startup wiring, configuration reload (swappable settings and
 //!   gateway) and graceful shutdown; [`cli`]: the command line (SIGHUP, logs).
+//! - [`torrent`]: the registry side's layer torrents (v1, private, signed announce URLs).
 //! - [`simulate`]: a seeded deployment model that runs handout policies through the engine.
 
 pub mod admin;
@@ -31,4 +32,5 @@ pub mod protocol;
 pub mod server;
 pub mod simulate;
 pub mod swarm;
+pub mod torrent;
 pub mod tracker;
