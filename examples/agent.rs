@@ -120,7 +120,10 @@ pub async fn run(args: &Args) -> Result<Announced, String> {
         return Err("the tracker's reply is not a bencoded dictionary".into());
     };
     if let Some(Value::Bytes(reason)) = reply.get(&b"failure reason"[..]) {
-        return Err(format!("the tracker refused: {}", String::from_utf8_lossy(reason)));
+        return Err(format!(
+            "the tracker refused: {}",
+            String::from_utf8_lossy(reason)
+        ));
     }
     let count = |key: &str| match reply.get(key.as_bytes()) {
         Some(Value::Int(n)) => *n,

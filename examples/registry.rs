@@ -45,6 +45,9 @@ use parking_lot::Mutex;
 use swarmgate::gateway::mint::{self, KeyAlg, TokenSpec};
 use swarmgate::torrent::{self, Info, MetaInfo};
 
+/// The largest blob accepted (blobs are held in memory).
+const MAX_BLOB_BYTES: usize = 1 << 30;
+
 /// How the registry is set up.
 #[derive(Debug, Clone, Parser)]
 #[command(about = "A small container registry that signs layer torrents for swarmgate")]
@@ -164,7 +167,10 @@ impl Registry {
 
     /// The JWKS URL swarmgate should fetch.
     pub fn jwks_url(&self) -> String {
-        format!("{}/keys/services/{}/keys", self.public_url, self.settings.service)
+        format!(
+            "{}/keys/services/{}/keys",
+            self.public_url, self.settings.service
+        )
     }
 
     /// The kid tokens are signed with now.
@@ -194,6 +200,8 @@ impl Registry {
             .route("/keys/services/{service}/keys", get(jwks))
             .route("/c1/torrent/{*path}", get(get_torrent))
             .route("/admin/rotate-key", post(rotate_key))
+            // Layers are large; axum's default body limit is 2 MB.
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BLOB_BYTES))
             .with_state(self)
     }
 }
@@ -212,12 +220,12 @@ fn new_key(alg: KeyAlg, generation: u32) -> Result<SigningKey, String> {
     })
 }
 
-/// Splits `<name>/blobs/<digest>`, checking the digest's form.
-fn blob_path(path: &str) -> Result<(String, String), Response> {
-    let bad = |why: &str| (StatusCode::BAD_REQUEST, why.to_owned()).into_response();
+/// Splits `<name>/blobs/<digest>`, checking both parts' form; the error is
+/// the 400 response's text.
+fn blob_path(path: &str) -> Result<(String, String), &'static str> {
     let (name, digest) = path
         .rsplit_once("/blobs/")
-        .ok_or_else(|| bad("expected <name>/blobs/<digest>"))?;
+        .ok_or("expected <name>/blobs/<digest>")?;
     let valid_name = !name.is_empty()
         && name.split('/').all(|part| {
             !part.is_empty()
@@ -226,13 +234,16 @@ fn blob_path(path: &str) -> Result<(String, String), Response> {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         });
     if !valid_name {
-        return Err(bad("repository names are lowercase letters, digits, . _ - and /"));
+        return Err("repository names are lowercase letters, digits, . _ - and /");
     }
     let hex = digest
         .strip_prefix("sha256:")
         .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| bad("digests are sha256:<64 hex digits>"))?;
-    Ok((name.to_owned(), format!("sha256:{}", hex.to_ascii_lowercase())))
+        .ok_or("digests are sha256:<64 hex digits>")?;
+    Ok((
+        name.to_owned(),
+        format!("sha256:{}", hex.to_ascii_lowercase()),
+    ))
 }
 
 async fn put_blob(
@@ -242,7 +253,7 @@ async fn put_blob(
 ) -> Response {
     let (name, digest) = match blob_path(&path) {
         Ok(parts) => parts,
-        Err(response) => return response,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     let actual = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body));
     if digest != format!("sha256:{actual}") {
@@ -252,13 +263,18 @@ async fn put_blob(
         )
             .into_response();
     }
-    registry
-        .blobs
-        .lock()
-        .insert((name, digest.clone()), Blob { data: body, info: None });
+    registry.blobs.lock().insert(
+        (name, digest.clone()),
+        Blob {
+            data: body,
+            info: None,
+        },
+    );
     let mut response = StatusCode::CREATED.into_response();
     if let Ok(value) = HeaderValue::from_str(&digest) {
-        response.headers_mut().insert("Docker-Content-Digest", value);
+        response
+            .headers_mut()
+            .insert("Docker-Content-Digest", value);
     }
     response
 }
@@ -271,9 +287,14 @@ async fn get_blob(
 ) -> Response {
     let key = match blob_path(&path) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    let Some(data) = registry.blobs.lock().get(&key).map(|blob| blob.data.clone()) else {
+    let Some(data) = registry
+        .blobs
+        .lock()
+        .get(&key)
+        .map(|blob| blob.data.clone())
+    else {
         return (StatusCode::NOT_FOUND, "BLOB_UNKNOWN").into_response();
     };
     let total = data.len() as u64;
@@ -347,7 +368,7 @@ async fn jwks(State(registry): State<Arc<Registry>>, Path(service): Path<String>
 async fn get_torrent(State(registry): State<Arc<Registry>>, Path(path): Path<String>) -> Response {
     let (name, digest) = match blob_path(&path) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     // Quay's torrent path is /c1/torrent/<namespace>/<repository>/blobs/<digest>.
     let info = {
@@ -359,7 +380,8 @@ async fn get_torrent(State(registry): State<Arc<Registry>>, Path(path): Path<Str
             Some(info) => info.clone(),
             None => {
                 let file_name = digest.replace(':', "-");
-                match Info::from_reader(&file_name, registry.settings.piece_length, &blob.data[..]) {
+                match Info::from_reader(&file_name, registry.settings.piece_length, &blob.data[..])
+                {
                     Ok(info) => blob.info.insert(info).clone(),
                     Err(error) => {
                         return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
@@ -458,7 +480,13 @@ mod tests {
         assert_eq!(byte_range("bytes=90-", 100), Some((90, 99)));
         assert_eq!(byte_range("bytes=-10", 100), Some((90, 99)));
         assert_eq!(byte_range("bytes=95-200", 100), Some((95, 99)));
-        for bad in ["bytes=100-", "bytes=5-1", "bytes=0-1,3-4", "items=0-1", "bytes=x-1"] {
+        for bad in [
+            "bytes=100-",
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=x-1",
+        ] {
             assert_eq!(byte_range(bad, 100), None, "{bad}");
         }
         assert_eq!(byte_range("bytes=0-0", 0), None);

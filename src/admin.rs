@@ -48,7 +48,7 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
 async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
     let metrics = &readiness.metrics;
     // Sampled now rather than counted on the hot path.
-    metrics.record_tiers(&readiness.engine);
+    metrics.record_engine(&readiness.engine);
     let cached = readiness
         .gateway
         .load_full()

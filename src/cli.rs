@@ -347,7 +347,8 @@ fn make_torrent(args: TorrentArgs) -> Result<(), String> {
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| format!("{}: not a file name", args.file.display()))?,
     };
-    let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let file =
+        std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let info = torrent::Info::from_reader(&name, args.piece_length, std::io::BufReader::new(file))
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
     let info_hash = info.info_hash();
@@ -363,7 +364,8 @@ fn make_torrent(args: TorrentArgs) -> Result<(), String> {
     let now = unix_now();
     let token = mint::mint(&signing_key, alg, &spec, now).map_err(|e| e.to_string())?;
     let meta = torrent::MetaInfo::new(info, &args.announce, Some(&token), args.webseed, now as i64);
-    std::fs::write(&args.out, meta.to_bytes()).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    std::fs::write(&args.out, meta.to_bytes())
+        .map_err(|e| format!("{}: {e}", args.out.display()))?;
     println!("{info_hash}");
     eprintln!(
         "wrote {}: {} bytes in {} pieces of {} bytes, {alg:?} token of {} characters",

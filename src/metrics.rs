@@ -201,22 +201,25 @@ impl Metrics {
         self.handle.render()
     }
 
-    /// Records one expiry sweep: what is left, what went, how long it took.
+    /// Records one expiry sweep: what went and how long it took.
     pub fn record_sweep(&self, stats: &PurgeStats, took: Duration) {
-        self.gauge("swarmgate_swarms", &[]).set(stats.swarms as f64);
-        self.gauge("swarmgate_peers", &[("role", "seeder")])
-            .set(stats.seeders as f64);
-        self.gauge("swarmgate_peers", &[("role", "leecher")])
-            .set(stats.leechers as f64);
         self.counter("swarmgate_peers_expired_total", &[])
             .increment(stats.removed_peers as u64);
         self.histogram("swarmgate_cleanup_duration_seconds", &[])
             .record(took.as_secs_f64());
     }
 
-    /// Copies the engine's per-tier handout counts in (they are counted
-    /// inside the engine's shard locks, where they cost nothing extra).
-    pub fn record_tiers(&self, engine: &Engine) {
+    /// Copies the engine's running totals in: swarms, peers by role, and
+    /// handouts per tier (all counted inside the engine's shard locks, where
+    /// they cost nothing extra; read at scrape time, so always current).
+    pub fn record_engine(&self, engine: &Engine) {
+        let census = engine.census();
+        self.gauge("swarmgate_swarms", &[])
+            .set(census.swarms as f64);
+        self.gauge("swarmgate_peers", &[("role", "seeder")])
+            .set(census.seeders as f64);
+        self.gauge("swarmgate_peers", &[("role", "leecher")])
+            .set(census.leechers as f64);
         let counts = engine.tier_counts();
         for tier in Tier::ALL {
             self.counter("swarmgate_peers_returned_total", &[("tier", tier.label())])
@@ -318,19 +321,24 @@ pub struct RequestMetrics {
 impl RequestMetrics {
     /// Handles for `protocol`'s requests in `metrics`.
     pub fn new(metrics: &Metrics, protocol: Protocol) -> Self {
-        let protocol = protocol.label();
         let counts = RequestKind::ALL.map(|kind| {
             Outcome::ALL.map(|outcome| {
+                if !can_happen(protocol, kind, outcome) {
+                    // No series for what cannot happen (an HTTP connect, say),
+                    // so dashboards list only real combinations.
+                    return Counter::noop();
+                }
                 metrics.counter(
                     "swarmgate_requests_total",
                     &[
-                        ("protocol", protocol),
+                        ("protocol", protocol.label()),
                         ("kind", kind.label()),
                         ("result", outcome.label()),
                     ],
                 )
             })
         });
+        let protocol = protocol.label();
         Self {
             counts,
             latency: metrics.histogram(
@@ -352,6 +360,18 @@ impl RequestMetrics {
     pub fn record(&self, kind: RequestKind, outcome: Outcome, took: Duration) {
         self.counts[kind as usize][outcome as usize].increment(1);
         self.latency.record(took.as_secs_f64());
+    }
+}
+
+/// Whether the frontends ever count `kind` with `outcome` over `protocol`:
+/// connects are UDP only and never refused, and a packet too malformed to
+/// classify is always an error.
+fn can_happen(protocol: Protocol, kind: RequestKind, outcome: Outcome) -> bool {
+    match (protocol, kind) {
+        (_, RequestKind::Announce | RequestKind::Scrape) => true,
+        (Protocol::Udp, RequestKind::Connect) => outcome == Outcome::Ok,
+        (Protocol::Udp, RequestKind::Unknown) => outcome == Outcome::Error,
+        (Protocol::Http, RequestKind::Connect | RequestKind::Unknown) => false,
     }
 }
 

@@ -124,7 +124,9 @@ fn sha1(bytes: &[u8]) -> InfoHash {
 }
 
 fn check_piece_length(piece_length: u64) -> Result<(), TorrentError> {
-    if piece_length.is_power_of_two() && (MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&piece_length) {
+    if piece_length.is_power_of_two()
+        && (MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&piece_length)
+    {
         Ok(())
     } else {
         Err(TorrentError::PieceLength(piece_length.to_string()))
@@ -286,8 +288,8 @@ mod tests {
 
     #[test]
     fn the_file_is_canonical_bencode_and_its_infohash_is_the_info_dictionarys() {
-        let info = Info::from_reader("layer.tar", DEFAULT_PIECE_LENGTH, &data(1 << 20)[..])
-            .expect("info");
+        let info =
+            Info::from_reader("layer.tar", DEFAULT_PIECE_LENGTH, &data(1 << 20)[..]).expect("info");
         let trackers = vec![
             "http://t1:6969/announce".to_owned(),
             "udp://t2:6969/announce?x=1".to_owned(),
@@ -302,7 +304,14 @@ mod tests {
         let bytes = torrent.to_bytes();
         // Keys in sorted order, as BEP 3 requires; private is an integer.
         let text = bytes.escape_ascii().to_string();
-        let order = ["8:announce", "13:announce-list", "10:created by", "13:creation date", "4:info", "8:url-list"];
+        let order = [
+            "8:announce",
+            "13:announce-list",
+            "10:created by",
+            "13:creation date",
+            "4:info",
+            "8:url-list",
+        ];
         let positions: Vec<usize> = order
             .iter()
             .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
@@ -332,7 +341,10 @@ mod tests {
         let torrent = MetaInfo::new(info, &["http://t/announce".into()], None, vec![], 0);
         assert_eq!(torrent.announce, "http://t/announce");
         let text = torrent.to_bytes().escape_ascii().to_string();
-        assert!(!text.contains("announce-list") && !text.contains("url-list"), "{text}");
+        assert!(
+            !text.contains("announce-list") && !text.contains("url-list"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -341,7 +353,16 @@ mod tests {
         assert_eq!(parse_piece_length("512k").expect("ok"), 512 * 1024);
         assert_eq!(parse_piece_length("4MiB").expect("ok"), 4 << 20);
         assert_eq!(parse_piece_length("16384").expect("ok"), 16384);
-        for bad in ["", "KiB", "500KiB", "8KiB", "128MiB", "1GiB", "99999999999999999999k", "-1"] {
+        for bad in [
+            "",
+            "KiB",
+            "500KiB",
+            "8KiB",
+            "128MiB",
+            "1GiB",
+            "99999999999999999999k",
+            "-1",
+        ] {
             assert!(parse_piece_length(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Info::from_reader("a", 1000, &b""[..]).is_err());
@@ -350,13 +371,22 @@ mod tests {
     #[test]
     fn names_are_plain_file_names() {
         for bad in ["", "a/b", "..", "a\\b"] {
-            assert!(Info::from_reader(bad, MIN_PIECE_LENGTH, &b"x"[..]).is_err(), "{bad:?}");
+            assert!(
+                Info::from_reader(bad, MIN_PIECE_LENGTH, &b"x"[..]).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_not_a_torrent() {
-        for bad in [&b""[..], b"i1e", b"d4:infoi1ee", b"d3:foo3:bare", b"d4:info"] {
+        for bad in [
+            &b""[..],
+            b"i1e",
+            b"d4:infoi1ee",
+            b"d3:foo3:bare",
+            b"d4:info",
+        ] {
             assert!(info_hash_of(bad).is_err(), "{}", bad.escape_ascii());
         }
     }

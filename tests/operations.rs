@@ -4,42 +4,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{announce_query, dev_config, dict, failure, get, int, mint_dev};
+use common::{
+    announce_query, dev_config, dict, failure, get, int, mint_dev, sample, scrape_metrics,
+};
 use tokio::net::UdpSocket;
 
 const BIN: &str = env!("CARGO_BIN_EXE_swarmgate");
-
-/// `/metrics` parsed: `name{labels}` → value, exactly as printed.
-async fn scrape_metrics(admin: SocketAddr) -> HashMap<String, f64> {
-    let (status, body) = get(admin, "/metrics").await;
-    assert_eq!(status, 200);
-    let text = String::from_utf8(body).expect("utf-8");
-    let mut samples = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').expect("`series value` lines");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line}"));
-        samples.insert(series.to_owned(), value);
-    }
-    samples
-}
-
-fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
-}
 
 #[tokio::test]
 async fn metrics_count_requests_rejections_cache_and_swarms() {

@@ -78,6 +78,32 @@ struct Shard {
     swarms: FastMap<InfoHash, Swarm>,
     /// Peers handed out per tier by announces to this shard.
     tiers: TierCounts,
+    /// Seeders and leechers in this shard's swarms, kept current by every
+    /// announce (from the swarm's counts before and after) so that a metrics
+    /// scrape reads totals without walking the swarms.
+    seeders: usize,
+    leechers: usize,
+}
+
+impl Shard {
+    /// Moves the shard's totals by a swarm's change from `before` to `after`.
+    fn count(&mut self, before: SwarmStats, after: SwarmStats) {
+        self.seeders =
+            (self.seeders + after.complete as usize).saturating_sub(before.complete as usize);
+        self.leechers =
+            (self.leechers + after.incomplete as usize).saturating_sub(before.incomplete as usize);
+    }
+}
+
+/// How many swarms and peers the engine holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Swarms (torrents with peers, or recently emptied).
+    pub swarms: usize,
+    /// Seeders (a dual-stack peer counts once per address family).
+    pub seeders: usize,
+    /// Leechers (likewise).
+    pub leechers: usize,
 }
 
 /// One torrent's peers. IPv4 and IPv6 are kept apart: a peer is keyed by its
@@ -146,15 +172,19 @@ impl Engine {
             let Some(swarm) = shard.swarms.get_mut(&request.info_hash) else {
                 return AnnounceResponse::default();
             };
+            let before = swarm.stats();
             swarm.stop(request);
             swarm.last_announce = now_secs;
+            let stats = swarm.stats();
+            shard.count(before, stats);
             return AnnounceResponse {
-                stats: swarm.stats(),
+                stats,
                 peers: Vec::new(),
             };
         }
 
         let swarm = shard.swarms.entry(request.info_hash).or_default();
+        let before = swarm.stats();
         swarm.last_announce = now_secs;
         let expires_at = now_secs.saturating_add(self.peer_lifetime_secs);
         let mut peers = Vec::with_capacity(request.numwant.min(swarm.len()));
@@ -170,13 +200,12 @@ impl Engine {
         if settings.policy.tiers {
             sort_by_tier(&mut peers);
         }
+        let stats = swarm.stats();
+        shard.count(before, stats);
         for peer in &peers {
             shard.tiers.0[peer.tier as usize] += 1;
         }
-        AnnounceResponse {
-            stats: swarm.stats(),
-            peers,
-        }
+        AnnounceResponse { stats, peers }
     }
 
     /// Peers handed out so far, per tier (the locality hit ratio's numerator and denominator).
@@ -187,6 +216,18 @@ impl Engine {
         }
         total
     }
+    /// Swarms, seeders and leechers now, summed over the shards' running totals.
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            census.swarms += shard.swarms.len();
+            census.seeders += shard.seeders;
+            census.leechers += shard.leechers;
+        }
+        census
+    }
+
     /// Counts for each distinct infohash asked about; unknown torrents count zero.
     pub fn scrape(&self, request: &ScrapeRequest) -> ScrapeResponse {
         let mut files: Vec<(InfoHash, SwarmStats)> = Vec::with_capacity(request.info_hashes.len());
@@ -216,16 +257,21 @@ impl Engine {
         let mut stats = PurgeStats::default();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
+            let (mut seeders, mut leechers) = (0, 0);
             shard.swarms.retain(|_, swarm| {
                 stats.removed_peers += swarm.v4.purge(now_secs) + swarm.v6.purge(now_secs);
                 if swarm.is_empty() && swarm.last_announce <= quiet_since {
                     stats.removed_swarms += 1;
                     return false;
                 }
-                stats.seeders += swarm.v4.seeders() + swarm.v6.seeders();
-                stats.leechers += swarm.v4.leechers() + swarm.v6.leechers();
+                seeders += swarm.v4.seeders() + swarm.v6.seeders();
+                leechers += swarm.v4.leechers() + swarm.v6.leechers();
                 true
             });
+            // The sweep saw every swarm, so its sums replace the running totals.
+            (shard.seeders, shard.leechers) = (seeders, leechers);
+            stats.seeders += seeders;
+            stats.leechers += leechers;
             stats.swarms += shard.swarms.len();
         }
         stats
@@ -726,6 +772,38 @@ mod tests {
             prop_assert!(!distinct.contains(&v4(announcer)), "handed itself");
             prop_assert!(distinct.is_subset(&eligible), "a seeder got a seeder, or an unknown peer");
             prop_assert_eq!(handed.len(), numwant.min(eligible.len()));
+        }
+
+        /// The running totals a metrics scrape reads always equal what the
+        /// swarms hold, through starts, completions, stops, both families and expiry.
+        #[test]
+        fn the_census_matches_the_swarms(
+            ops in proptest::collection::vec((0u8..3, 0u32..6, any::<bool>(), 0u8..4, any::<bool>(), 0u64..80), 0..80),
+        ) {
+            let engine = engine();
+            let rng = &mut SmallRng::seed_from_u64(1);
+            let mut clock = engine.epoch();
+            let torrents: Vec<InfoHash> = (0..3u8).map(|t| InfoHash([t * 85 + 1; 20])).collect();
+            for (torrent, n, seeds, event, over_v6, wait) in ops {
+                clock += Duration::from_secs(wait);
+                if wait > 60 {
+                    engine.purge_expired(clock);
+                }
+                let mut request = announce(n, if seeds { 0 } else { 1 }, [Event::None, Event::Started, Event::Completed, Event::Stopped][event as usize], 5);
+                request.info_hash = torrents[torrent as usize];
+                if over_v6 {
+                    request.addr = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, n as u16 + 1], 6881));
+                }
+                engine.announce(&request, clock, rng);
+                let scraped = engine.scrape(&ScrapeRequest { info_hashes: torrents.clone() });
+                let census = engine.census();
+                let seeders: u32 = scraped.files.iter().map(|(_, s)| s.complete).sum();
+                let leechers: u32 = scraped.files.iter().map(|(_, s)| s.incomplete).sum();
+                prop_assert_eq!((census.seeders, census.leechers), (seeders as usize, leechers as usize));
+            }
+            let swept = engine.purge_expired(clock + Duration::from_secs(1000));
+            let census = engine.census();
+            prop_assert_eq!((census.swarms, census.seeders, census.leechers), (swept.swarms, 0, 0));
         }
     }
 }

@@ -12,7 +12,7 @@ mod peers;
 mod sample;
 mod types;
 
-pub use engine::{Engine, EngineConfig, LocalitySettings, PurgeStats};
+pub use engine::{Census, Engine, EngineConfig, LocalitySettings, PurgeStats};
 pub use locality::{HandoutPolicy, Locality, SiteSpec, Tier, TierCounts, Topology, TopologyError};
 pub use sample::{Walk, sample_indices};
 pub use types::{

@@ -126,3 +126,28 @@ pub fn compact_peers(d: &HashMap<Vec<u8>, Value>) -> Vec<SocketAddr> {
         .map(|c| SocketAddr::from(([c[0], c[1], c[2], c[3]], u16::from_be_bytes([c[4], c[5]]))))
         .collect()
 }
+
+/// `/metrics` parsed: `name{labels}` → value, exactly as printed.
+pub async fn scrape_metrics(admin: SocketAddr) -> HashMap<String, f64> {
+    let (status, body) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).expect("utf-8");
+    let mut samples = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("`series value` lines");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+pub fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+}

@@ -3,7 +3,11 @@
 
 A libtorrent seeder announces a fresh random file to ANNOUNCE; once the
 tracker has answered it, a leecher (aria2 or libtorrent) starts with the same
-.torrent and must download the file. DHT, local peer discovery, UPnP/NAT-PMP,
+.torrent and must download the file. With --torrent and --payload, the
+torrent is one a registry made (its own announce URLs and web seeds) instead.
+The libtorrent leecher ignores web seeds, so the bytes can only come from the
+seeder, unless --webseed-only, where no seeder runs and the web seed is the
+only source. DHT, local peer discovery, UPnP/NAT-PMP,
 uTP and peer exchange are all off, so the only way the peers can find each
 other is the tracker. The downloaded file's SHA-256 is checked.
 
@@ -74,9 +78,11 @@ def make_torrent(path, announce, mint):
     return lt.bencode(torrent)
 
 
-def add(ses, torrent_path, save_path):
+def add(ses, torrent_path, save_path, web_seeds=True):
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(torrent_path)
+    if not web_seeds:
+        params.ti.set_web_seeds([])
     params.save_path = save_path
     return ses.add_torrent(params)
 
@@ -125,13 +131,13 @@ def run_aria2(torrent_path, leech_dir, seeder, log, deadline):
         sys.exit(f"interop failed: aria2 exited with {process.returncode}")
 
 
-def leech(torrent_path, leech_dir, deadline):
+def leech(torrent_path, leech_dir, deadline, web_seeds=False):
     """The libtorrent leecher, run in a process of its own: libtorrent keeps UDP
     tracker connection ids in a process-wide cache, so a second session in the
     seeder's process would reuse the seeder's id, which the tracker (rightly)
     refuses from another port."""
     leecher = session(free_port())
-    handle = add(leecher, torrent_path, leech_dir)
+    handle = add(leecher, torrent_path, leech_dir, web_seeds)
     while time.time() < deadline:
         drain(leecher, sys.stdout, "leecher")
         if handle.status().is_seeding:
@@ -144,12 +150,15 @@ def leech(torrent_path, leech_dir, deadline):
     sys.exit("interop failed: the libtorrent leecher did not finish before the deadline")
 
 
-def run_libtorrent(torrent_path, leech_dir, seeder, log, deadline):
+def run_libtorrent(torrent_path, leech_dir, seeder, log, deadline, web_seeds=False):
     command = [sys.executable, __file__, "--leech-only", torrent_path, leech_dir,
                "--timeout", str(max(1.0, deadline - time.time())), "--announce", "unused://127.0.0.1"]
+    if web_seeds:
+        command.append("--webseed-only")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     while process.poll() is None:
-        drain(seeder, log, "seeder")
+        if seeder is not None:
+            drain(seeder, log, "seeder")
         if time.time() > deadline + 5:
             process.kill()
             sys.exit("interop failed: the libtorrent leecher did not finish before the deadline")
@@ -160,7 +169,11 @@ def run_libtorrent(torrent_path, leech_dir, seeder, log, deadline):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--announce", required=True, help="announce URL, e.g. http://127.0.0.1:6969/announce")
+    parser.add_argument("--announce", help="announce URL, e.g. http://127.0.0.1:6969/announce")
+    parser.add_argument("--torrent", help="seed this .torrent (e.g. from a registry) instead of making one")
+    parser.add_argument("--payload", help="with --torrent: the file the torrent describes")
+    parser.add_argument("--webseed-only", action="store_true",
+                        help="with --torrent: no seeder; a libtorrent leecher downloads from the web seed")
     parser.add_argument("--leecher", choices=["aria2", "libtorrent"], default="aria2")
     parser.add_argument("--size-mib", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=120)
@@ -169,12 +182,21 @@ def main():
     parser.add_argument("--leech-only", nargs=2, metavar=("TORRENT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.leech_only:
-        leech(args.leech_only[0], args.leech_only[1], time.time() + args.timeout)
+        leech(args.leech_only[0], args.leech_only[1], time.time() + args.timeout, args.webseed_only)
         return
-
-    host = urlsplit(args.announce).hostname or ""
-    if not (host.startswith("127.") or host in ("localhost", "::1")):
-        sys.exit("interop refuses to announce anywhere but loopback")
+    if args.torrent:
+        if not args.payload:
+            sys.exit("--torrent needs --payload")
+        info = lt.torrent_info(args.torrent)
+        urls = [t.url for t in info.trackers()] + [w["url"] for w in info.web_seeds()]
+    elif args.announce:
+        urls = [args.announce]
+    else:
+        sys.exit("give --announce, or --torrent and --payload")
+    for url in urls:
+        host = urlsplit(url).hostname or ""
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            sys.exit(f"interop refuses to reach anywhere but loopback: {url}")
 
     work = tempfile.mkdtemp(prefix="swarmgate-interop-")
     log_path = os.path.join(work, "clients.log")
@@ -183,32 +205,49 @@ def main():
             seed_dir, leech_dir = os.path.join(work, "seed"), os.path.join(work, "leech")
             os.makedirs(seed_dir)
             os.makedirs(leech_dir)
-            payload = os.path.join(seed_dir, "layer.bin")
-            with open(payload, "wb") as f:
-                f.write(os.urandom(args.size_mib << 20))
-            torrent_path = os.path.join(work, "layer.torrent")
-            with open(torrent_path, "wb") as f:
-                f.write(make_torrent(payload, args.announce, args.mint))
+            if args.torrent:
+                torrent_path = args.torrent
+                name = lt.torrent_info(torrent_path).name()
+                payload = os.path.join(seed_dir, name)
+                shutil.copyfile(args.payload, payload)
+                schemes = sorted({urlsplit(t.url).scheme for t in lt.torrent_info(torrent_path).trackers()})
+                scheme = "+".join(schemes) + " (registry's torrent)"
+            else:
+                name = "layer.bin"
+                payload = os.path.join(seed_dir, name)
+                with open(payload, "wb") as f:
+                    f.write(os.urandom(args.size_mib << 20))
+                torrent_path = os.path.join(work, "layer.torrent")
+                with open(torrent_path, "wb") as f:
+                    f.write(make_torrent(payload, args.announce, args.mint))
+                scheme = urlsplit(args.announce).scheme + (" (signed announce URL)" if args.mint else "")
+            size_mib = os.path.getsize(payload) / (1 << 20)
 
             deadline = time.time() + args.timeout
-            seeder = session(free_port())
-            add(seeder, torrent_path, seed_dir)
-            wait_for_announce(seeder, log, "seeder", deadline)
-
             started = time.time()
-            if args.leecher == "aria2":
-                run_aria2(torrent_path, leech_dir, seeder, log, deadline)
+            if args.webseed_only:
+                run_libtorrent(torrent_path, leech_dir, None, log, deadline, web_seeds=True)
+                source, uploaded = "the web seed, no seeder running", 0
             else:
-                run_libtorrent(torrent_path, leech_dir, seeder, log, deadline)
+                seeder = session(free_port())
+                seeding = add(seeder, torrent_path, seed_dir)
+                wait_for_announce(seeder, log, "seeder", deadline)
+                started = time.time()
+                if args.leecher == "aria2":
+                    run_aria2(torrent_path, leech_dir, seeder, log, deadline)
+                else:
+                    run_libtorrent(torrent_path, leech_dir, seeder, log, deadline)
+                drain(seeder, log, "seeder")
+                uploaded = seeding.status().total_payload_upload
+                source = f"a libtorrent seeder found only through the {scheme} tracker"
             elapsed = time.time() - started
 
-            got = os.path.join(leech_dir, "layer.bin")
+            got = os.path.join(leech_dir, name)
             if not os.path.exists(got) or sha256(got) != sha256(payload):
                 sys.exit("interop failed: the downloaded file differs from the seeded one")
-            scheme = urlsplit(args.announce).scheme + (" (signed announce URL)" if args.mint else "")
             info_hash = lt.torrent_info(torrent_path).info_hash()
-            print(f"interop ok: {args.leecher} leecher downloaded {args.size_mib} MiB from a libtorrent seeder "
-                  f"found only through the {scheme} tracker in {elapsed:.1f} s; sha256 {sha256(got)[:16]}... matches; "
+            print(f"interop ok: {args.leecher} leecher downloaded {size_mib:g} MiB from {source} "
+                  f"in {elapsed:.1f} s; sha256 {sha256(got)[:16]}... matches; seeder uploaded {uploaded} bytes; "
                   f"infohash {info_hash}")
     except SystemExit:
         with open(log_path) as log:
