@@ -39,7 +39,11 @@ pub enum Command {
         log_format: Option<LogFormat>,
     },
     /// Print the default configuration, every key commented.
-    Config,
+    Config {
+        /// Print the keys as a Markdown table instead (the README's reference).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Generate a signing key: writes DIR/KID.pem (private) and adds the public JWK to DIR/jwks.json.
     Keygen {
         /// Signature algorithm.
@@ -204,8 +208,12 @@ impl From<AlgArg> for KeyAlg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Config => {
-            print!("{DEFAULT_CONFIG_TOML}");
+        Command::Config { markdown } => {
+            if markdown {
+                print!("{}", crate::config::reference_markdown());
+            } else {
+                print!("{DEFAULT_CONFIG_TOML}");
+            }
             ExitCode::SUCCESS
         }
         Command::Serve { config, log_format } => serve(config, log_format),

@@ -408,6 +408,88 @@ spill_percent = 15
 sites = []
 "#;
 
+/// Keys read only at start: SIGHUP logs a change to them and keeps the
+/// running value (listeners stay bound, swarms keep their lifetime).
+pub const RESTART_ONLY_KEYS: &[&str] = &[
+    "http.enabled",
+    "http.listen",
+    "udp.enabled",
+    "udp.listen",
+    "udp.secret",
+    "udp.connection_id_skew",
+    "udp.workers",
+    "admin.listen",
+    "log.format",
+    "log.level",
+    "announce.peer_lifetime",
+    "announce.cleanup_interval",
+];
+
+impl Config {
+    /// The restart-only keys whose values differ between `self` and `other`.
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        let (Ok(ours), Ok(theirs)) = (toml::Table::try_from(self), toml::Table::try_from(other))
+        else {
+            return Vec::new();
+        };
+        let at = |table: &toml::Table, key: &str| {
+            let (section, name) = key.split_once('.')?;
+            table.get(section)?.get(name).cloned()
+        };
+        RESTART_ONLY_KEYS
+            .iter()
+            .copied()
+            .filter(|key| at(&ours, key) != at(&theirs, key))
+            .collect()
+    }
+}
+
+/// The configuration reference as a Markdown table, generated from the
+/// comments of [`DEFAULT_CONFIG_TOML`] (`swarmgate config --markdown`; the
+/// README embeds it, and a test keeps the two identical).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "| key | default | environment variable | on SIGHUP | meaning |\n|---|---|---|---|---|\n",
+    );
+    let mut section = "";
+    let mut comment: Vec<String> = Vec::new();
+    for line in DEFAULT_CONFIG_TOML.lines() {
+        let line = line.trim_end();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+            comment.clear();
+        } else if let Some(text) = line.strip_prefix('#') {
+            // Indented comment lines are examples: shown as code.
+            match text.strip_prefix("   ") {
+                Some(example) => comment.push(format!("`{}`", example.trim())),
+                None => comment.push(text.trim().to_owned()),
+            }
+        } else if let Some((key, default)) = line.split_once(" = ") {
+            if !section.is_empty() {
+                let variable = format!(
+                    "{ENV_PREFIX}{}__{}",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                );
+                let meaning = comment.join(" ").replace('|', "\\|").replace('*', "\\*");
+                let name = format!("{section}.{key}");
+                let reload = if RESTART_ONLY_KEYS.contains(&name.as_str()) {
+                    "restart"
+                } else {
+                    "applied"
+                };
+                out.push_str(&format!(
+                    "| `{name}` | `{default}` | `{variable}` | {reload} | {meaning} |\n"
+                ));
+            }
+            comment.clear();
+        } else {
+            comment.clear();
+        }
+    }
+    out
+}
+
 /// Sets the key a `SWARMGATE_A__B` variable names in `table`. The value is
 /// taken as the type the key has by default: text for string keys, TOML
 /// otherwise (`8`, `true`, `["10.0.0.0/8"]`, `[{cidr = "...", ...}]`).
@@ -889,5 +971,29 @@ region = "r"
             .expect_err("bad cidr")
             .to_string();
         assert!(bad_cidr.contains("line 2"), "{bad_cidr}");
+    }
+
+    #[test]
+    fn restart_only_changes_name_exactly_the_keys_that_changed() {
+        let current = Config::default();
+        let mut new = current.clone();
+        new.http.listen = "127.0.0.1:7000".parse().expect("addr");
+        new.log.level = "debug".into();
+        new.announce.interval = Duration::from_secs(90);
+        new.auth.issuer = "quay".into();
+        assert_eq!(
+            current.restart_only_changes(&new),
+            ["http.listen", "log.level"]
+        );
+        assert!(current.restart_only_changes(&current).is_empty());
+        // Every restart-only key is a real key, marked so in the reference.
+        let reference = reference_markdown();
+        for key in RESTART_ONLY_KEYS {
+            assert!(reference.contains(&format!("| `{key}` |")), "{key}");
+        }
+        assert_eq!(
+            reference.matches("| restart |").count(),
+            RESTART_ONLY_KEYS.len()
+        );
     }
 }

@@ -267,9 +267,9 @@ impl Server {
     /// Puts a new configuration in force without dropping swarms or
     /// listeners: intervals and limits, trusted proxies, `udp.allow_ip_override`,
     /// `[locality]`, and `[auth]` (a new gateway, whose key set is loaded
-    /// before it replaces the old one). Listener addresses, UDP workers and
-    /// secret, and the peer lifetime need a restart; a change to them is
-    /// logged and ignored. On error nothing changes.
+    /// before it replaces the old one). The keys in
+    /// [`crate::config::RESTART_ONLY_KEYS`] need a restart; a change to them
+    /// is logged and ignored. On error nothing changes.
     pub async fn reload(&self, new: Config) -> Result<(), ReloadError> {
         let mut current = self.live.config.lock().await;
         let locality = locality_settings(&new.locality)?;
@@ -278,33 +278,11 @@ impl Server {
         } else {
             Some(self.prepare_gateway(&new).await?)
         };
-        for (key, changed) in [
-            ("http.listen", new.http.listen != current.http.listen),
-            ("http.enabled", new.http.enabled != current.http.enabled),
-            ("udp.listen", new.udp.listen != current.udp.listen),
-            ("udp.enabled", new.udp.enabled != current.udp.enabled),
-            ("udp.workers", new.udp.workers != current.udp.workers),
-            ("udp.secret", new.udp.secret != current.udp.secret),
-            (
-                "udp.connection_id_skew",
-                new.udp.connection_id_skew != current.udp.connection_id_skew,
-            ),
-            ("admin.listen", new.admin.listen != current.admin.listen),
-            (
-                "announce.peer_lifetime",
-                new.announce.peer_lifetime != current.announce.peer_lifetime,
-            ),
-            (
-                "announce.cleanup_interval",
-                new.announce.cleanup_interval != current.announce.cleanup_interval,
-            ),
-        ] {
-            if changed {
-                tracing::warn!(
-                    key,
-                    "changed in the file, but takes effect only after a restart"
-                );
-            }
+        for key in current.restart_only_changes(&new) {
+            tracing::warn!(
+                key,
+                "changed in the file, but takes effect only after a restart"
+            );
         }
         self.engine.set_locality(locality);
         self.live
