@@ -3,8 +3,8 @@
 --   wrk -t1 -c128 -d20s -s benches/wrk/announce.lua http://127.0.0.1:6969
 -- Environment:
 --   TORRENTS  how many distinct infohashes (default 10000; 0 = a new one per request)
---   TOKENS    a file of "infohash_hex token" lines (from `loadgen --write-tokens`
---             or any minting script); announces then carry ?jwt= for their torrent
+--   TOKENS    a file of "infohash_hex token" lines (e.g. one `swarmgate mint` per
+--             torrent); announces then pick a line and carry ?jwt= for its torrent
 -- Infohashes and peer ids are percent-encoded random bytes; numwant=30, compact.
 
 local torrents = tonumber(os.getenv("TORRENTS") or "10000")
