@@ -58,24 +58,12 @@ pub enum Command {
     },
     /// Mint a token approving one infohash; prints it on stdout.
     Mint {
-        /// Private key PEM (PKCS#8), e.g. from `swarmgate keygen`.
-        #[arg(long)]
-        key: PathBuf,
-        /// Key id to put in the header (as published in the JWKS).
-        #[arg(long)]
-        kid: String,
-        /// `iss` claim; must equal the tracker's auth.issuer.
-        #[arg(long)]
-        issuer: String,
-        /// `aud` claim (the tracker checks it when auth.audience is set).
-        #[arg(long)]
-        audience: Option<String>,
+        /// Who signs.
+        #[command(flatten)]
+        signer: Signer,
         /// The torrent's v1 infohash, 40 hex characters.
         #[arg(long)]
         infohash: String,
-        /// Lifetime (sets `exp`), e.g. 24h; none by default, as with Quay.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        ttl: Option<std::time::Duration>,
     },
     /// Make a layer's torrent as the registry does: v1, one file, private,
     /// every announce URL carrying a fresh token for the torrent's own infohash.
@@ -84,6 +72,43 @@ pub enum Command {
     /// (random, strict subnet-first, swarmgate's tiers with guards) through the
     /// real engine; print the table, write it as Markdown plus an SVG chart.
     Simulate(SimulateArgs),
+}
+
+/// The key and claims a token is minted with (`mint`, `torrent`).
+#[derive(Debug, clap::Args)]
+pub struct Signer {
+    /// Private key PEM (PKCS#8), e.g. from `swarmgate keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    /// Key id to put in the header (as published in the JWKS).
+    #[arg(long)]
+    kid: String,
+    /// `iss` claim; must equal the tracker's auth.issuer.
+    #[arg(long)]
+    issuer: String,
+    /// `aud` claim (the tracker checks it when auth.audience is set).
+    #[arg(long)]
+    audience: Option<String>,
+    /// Lifetime (sets `exp`), e.g. 24h; none by default, as with Quay.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<std::time::Duration>,
+}
+
+impl Signer {
+    /// Reads the key and mints a token for `info_hash` now; returns it with its algorithm.
+    fn mint(self, info_hash: InfoHash) -> Result<(String, jsonwebtoken::Algorithm), String> {
+        let pem = std::fs::read(&self.key).map_err(|e| format!("{}: {e}", self.key.display()))?;
+        let (signing_key, alg) = mint::signing_key(&pem, None).map_err(|e| e.to_string())?;
+        let spec = TokenSpec {
+            kid: self.kid,
+            issuer: self.issuer,
+            audience: self.audience,
+            info_hash,
+            ttl: self.ttl,
+        };
+        let token = mint::mint(&signing_key, alg, &spec, unix_now()).map_err(|e| e.to_string())?;
+        Ok((token, alg))
+    }
 }
 
 /// `swarmgate torrent` flags.
@@ -95,21 +120,9 @@ pub struct TorrentArgs {
     /// several trackers (the first is `announce`, all go in `announce-list`).
     #[arg(long, required = true)]
     announce: Vec<String>,
-    /// Private key PEM (PKCS#8) that signs the token.
-    #[arg(long)]
-    key: PathBuf,
-    /// Key id to put in the token's header (as published in the JWKS).
-    #[arg(long)]
-    kid: String,
-    /// `iss` claim; must equal the tracker's auth.issuer.
-    #[arg(long)]
-    issuer: String,
-    /// `aud` claim (the tracker checks it when auth.audience is set).
-    #[arg(long)]
-    audience: Option<String>,
-    /// Token lifetime (sets `exp`), e.g. 30d; none by default, as with Quay.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    ttl: Option<std::time::Duration>,
+    /// Who signs the announce URLs' token.
+    #[command(flatten)]
+    signer: Signer,
     /// A BEP 19 web seed: a URL serving this file over HTTP (the registry's
     /// blob URL), so clients can fall back to it; repeatable.
     #[arg(long)]
@@ -218,14 +231,7 @@ pub fn main() -> ExitCode {
         }
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Keygen { alg, kid, out } => report(keygen(alg.into(), &kid, &out)),
-        Command::Mint {
-            key,
-            kid,
-            issuer,
-            audience,
-            infohash,
-            ttl,
-        } => report(mint_token(&key, kid, issuer, audience, &infohash, ttl)),
+        Command::Mint { signer, infohash } => report(mint_token(signer, &infohash)),
         Command::Torrent(args) => report(make_torrent(args)),
         Command::Simulate(args) => report(simulate(args)),
     }
@@ -316,25 +322,9 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn mint_token(
-    key: &std::path::Path,
-    kid: String,
-    issuer: String,
-    audience: Option<String>,
-    infohash: &str,
-    ttl: Option<std::time::Duration>,
-) -> Result<(), String> {
+fn mint_token(signer: Signer, infohash: &str) -> Result<(), String> {
     let info_hash = InfoHash::from_hex(infohash).map_err(|e| format!("--infohash: {e}"))?;
-    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let (signing_key, alg) = mint::signing_key(&pem, None).map_err(|e| e.to_string())?;
-    let spec = TokenSpec {
-        kid,
-        issuer,
-        audience,
-        info_hash,
-        ttl,
-    };
-    let token = mint::mint(&signing_key, alg, &spec, unix_now()).map_err(|e| e.to_string())?;
+    let (token, alg) = signer.mint(info_hash)?;
     println!("{token}");
     eprintln!("{alg:?} token, {} characters", token.len());
     if token.len() > UDP_TOKEN_LIMIT {
@@ -360,18 +350,14 @@ fn make_torrent(args: TorrentArgs) -> Result<(), String> {
     let info = torrent::Info::from_reader(&name, args.piece_length, std::io::BufReader::new(file))
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
     let info_hash = info.info_hash();
-    let pem = std::fs::read(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?;
-    let (signing_key, alg) = mint::signing_key(&pem, None).map_err(|e| e.to_string())?;
-    let spec = TokenSpec {
-        kid: args.kid,
-        issuer: args.issuer,
-        audience: args.audience,
-        info_hash,
-        ttl: args.ttl,
-    };
-    let now = unix_now();
-    let token = mint::mint(&signing_key, alg, &spec, now).map_err(|e| e.to_string())?;
-    let meta = torrent::MetaInfo::new(info, &args.announce, Some(&token), args.webseed, now as i64);
+    let (token, alg) = args.signer.mint(info_hash)?;
+    let meta = torrent::MetaInfo::new(
+        info,
+        &args.announce,
+        Some(&token),
+        args.webseed,
+        unix_now() as i64,
+    );
     std::fs::write(&args.out, meta.to_bytes())
         .map_err(|e| format!("{}: {e}", args.out.display()))?;
     println!("{info_hash}");

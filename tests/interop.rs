@@ -29,34 +29,29 @@ fn skip() -> bool {
 /// Runs the driver against `announce`, minting with the development key `kid`;
 /// returns its "interop ok" line.
 async fn transfer(announce: &str, leecher: &str, kid: &str) -> String {
-    let announce = announce.to_owned();
-    let leecher = leecher.to_owned();
     let key = format!("{}/keys/{kid}.pem", env!("CARGO_MANIFEST_DIR"));
-    let kid = kid.to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("/usr/bin/python3")
-            .args([DRIVER, "--announce", &announce, "--leecher", &leecher, "--size-mib", "20"])
-            .args(["--mint", env!("CARGO_BIN_EXE_swarmgate"), "mint", "--key", &key, "--kid", &kid])
-            .args(["--issuer", "dev-registry"])
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("/usr/bin/python3 runs (install python3-libtorrent and aria2, or set SWARMGATE_SKIP_INTEROP=1)");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "interop driver failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("interop ok:"))
-        .expect("summary line")
-        .to_owned();
-    println!("{line}");
-    line
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .args([
+            DRIVER,
+            "--announce",
+            announce,
+            "--leecher",
+            leecher,
+            "--size-mib",
+            "20",
+        ])
+        .args([
+            "--mint",
+            env!("CARGO_BIN_EXE_swarmgate"),
+            "mint",
+            "--key",
+            &key,
+            "--kid",
+            kid,
+        ])
+        .args(["--issuer", "dev-registry"]);
+    run_interop_driver(command).await
 }
 
 /// The `downloaded` count the engine holds for the transfer's torrent.

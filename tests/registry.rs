@@ -166,26 +166,7 @@ async fn pull(torrent: &Path, payload: &Path, webseed_only: bool) -> String {
     if webseed_only {
         command.arg("--webseed-only");
     }
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect(
-            "/usr/bin/python3 runs (install python3-libtorrent, or set SWARMGATE_SKIP_INTEROP=1)",
-        );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "driver failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("interop ok:"))
-        .expect("summary line")
-        .to_owned();
-    println!("{line}");
-    line
+    run_interop_driver(command).await
 }
 
 /// The number after `label ` in a driver summary.

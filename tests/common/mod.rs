@@ -151,3 +151,26 @@ pub fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
         .get(series)
         .unwrap_or_else(|| panic!("{series} missing from /metrics"))
 }
+
+/// Runs `tests/interop/transfer.py` (a prepared `/usr/bin/python3` command)
+/// off the async runtime; asserts it succeeded and returns its "interop ok" line.
+pub async fn run_interop_driver(mut command: std::process::Command) -> String {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("/usr/bin/python3 runs (install python3-libtorrent and aria2, or set SWARMGATE_SKIP_INTEROP=1)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "interop driver failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("interop ok:"))
+        .expect("summary line")
+        .to_owned();
+    println!("{line}");
+    line
+}
