@@ -371,22 +371,33 @@ async fn get_torrent(State(registry): State<Arc<Registry>>, Path(path): Path<Str
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     // Quay's torrent path is /c1/torrent/<namespace>/<repository>/blobs/<digest>.
-    let info = {
-        let mut blobs = registry.blobs.lock();
-        let Some(blob) = blobs.get_mut(&(name.clone(), digest.clone())) else {
-            return (StatusCode::NOT_FOUND, "BLOB_UNKNOWN").into_response();
-        };
-        match &blob.info {
-            Some(info) => info.clone(),
-            None => {
-                let file_name = digest.replace(':', "-");
-                match Info::from_reader(&file_name, registry.settings.piece_length, &blob.data[..])
-                {
-                    Ok(info) => blob.info.insert(info).clone(),
-                    Err(error) => {
-                        return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-                            .into_response();
+    let key = (name.clone(), digest.clone());
+    let (data, cached) = match registry.blobs.lock().get(&key) {
+        Some(blob) => (blob.data.clone(), blob.info.clone()),
+        None => return (StatusCode::NOT_FOUND, "BLOB_UNKNOWN").into_response(),
+    };
+    let info = match cached {
+        Some(info) => info,
+        None => {
+            // Hashing a layer takes a while: off the async workers, outside the lock.
+            let file_name = digest.replace(':', "-");
+            let piece_length = registry.settings.piece_length;
+            let hashed = tokio::task::spawn_blocking(move || {
+                Info::from_reader(&file_name, piece_length, &data[..])
+            })
+            .await;
+            match hashed {
+                Ok(Ok(info)) => {
+                    if let Some(blob) = registry.blobs.lock().get_mut(&key) {
+                        blob.info = Some(info.clone());
                     }
+                    info
+                }
+                Ok(Err(error)) => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
+                }
+                Err(error) => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
                 }
             }
         }
