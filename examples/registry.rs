@@ -383,22 +383,18 @@ async fn get_torrent(State(registry): State<Arc<Registry>>, Path(path): Path<Str
             let file_name = digest.replace(':', "-");
             let piece_length = registry.settings.piece_length;
             let hashed = tokio::task::spawn_blocking(move || {
-                Info::from_reader(&file_name, piece_length, &data[..])
+                Info::from_reader(&file_name, piece_length, &data[..]).map_err(|e| e.to_string())
             })
-            .await;
+            .await
+            .unwrap_or_else(|join| Err(join.to_string()));
             match hashed {
-                Ok(Ok(info)) => {
+                Ok(info) => {
                     if let Some(blob) = registry.blobs.lock().get_mut(&key) {
                         blob.info = Some(info.clone());
                     }
                     info
                 }
-                Ok(Err(error)) => {
-                    return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
-                }
-                Err(error) => {
-                    return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
-                }
+                Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
             }
         }
     };

@@ -169,6 +169,22 @@ async fn pull(torrent: &Path, payload: &Path, webseed_only: bool) -> String {
     run_interop_driver(command).await
 }
 
+/// Writes `torrent` and its `payload` into `dir` as NAME.torrent and
+/// NAME.blob, pulls through a libtorrent seeder, and checks that every byte
+/// came from the seeder; returns the two paths.
+async fn seeded_pull(dir: &Path, name: &str, torrent: &[u8], payload: &[u8]) -> (PathBuf, PathBuf) {
+    let torrent_path = dir.join(format!("{name}.torrent"));
+    let payload_path = dir.join(format!("{name}.blob"));
+    std::fs::write(&torrent_path, torrent).expect("write");
+    std::fs::write(&payload_path, payload).expect("write");
+    let line = pull(&torrent_path, &payload_path, false).await;
+    assert!(
+        number_after(&line, "seeder uploaded") >= payload.len() as u64,
+        "{line}"
+    );
+    (torrent_path, payload_path)
+}
+
 /// The number after `label ` in a driver summary.
 fn number_after(line: &str, label: &str) -> u64 {
     line.split(label)
@@ -313,14 +329,7 @@ async fn registry_torrents_pull_through_swarmgate_across_a_key_rotation() {
         "the ES256 token fits libtorrent's UDP limit: {} characters",
         token_one.len()
     );
-    let (torrent_path, payload_path) = (dir.join("one.torrent"), dir.join("one.blob"));
-    std::fs::write(&torrent_path, &torrent_one).expect("write");
-    std::fs::write(&payload_path, &layer_one).expect("write");
-    let line = pull(&torrent_path, &payload_path, false).await;
-    assert!(
-        number_after(&line, "seeder uploaded") >= layer_one.len() as u64,
-        "{line}"
-    );
+    let (torrent_path, payload_path) = seeded_pull(&dir, "one", &torrent_one, &layer_one).await;
 
     // The web seed alone (no seeder): the registry serves the pieces by range.
     let line = pull(&torrent_path, &payload_path, true).await;
@@ -379,14 +388,7 @@ async fn registry_torrents_pull_through_swarmgate_across_a_key_rotation() {
     let layer_two = random_blob(5 << 20, 2);
     let digest_two = push(&client, registry_addr, &layer_two).await;
     let torrent_two = fetch_torrent(&client, registry_addr, &digest_two).await;
-    let (torrent_path, payload_path) = (dir.join("two.torrent"), dir.join("two.blob"));
-    std::fs::write(&torrent_path, &torrent_two).expect("write");
-    std::fs::write(&payload_path, &layer_two).expect("write");
-    let line = pull(&torrent_path, &payload_path, false).await;
-    assert!(
-        number_after(&line, "seeder uploaded") >= layer_two.len() as u64,
-        "{line}"
-    );
+    seeded_pull(&dir, "two", &torrent_two, &layer_two).await;
 
     // During the overlap the first torrent's announces keep working.
     assert!(
