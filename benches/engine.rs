@@ -120,7 +120,7 @@ fn announce(c: &mut Criterion) {
     run(
         c,
         "engine_announce_locality",
-        &[100, 1_000, 100_000],
+        &[10, 100, 1_000, 100_000],
         sites,
         placed,
     );

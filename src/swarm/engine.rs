@@ -10,8 +10,9 @@ use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use rand::Rng;
 
+use super::compact::{COMPACT_MAX, CompactSet, Upsert};
 use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
-use super::peers::{Announcer, PeerSet, saturating_u32};
+use super::peers::{Announcer, Candidates, PeerSet, hand_out, saturating_u32};
 use super::types::{
     AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, ScrapeRequest, ScrapeResponse,
     SwarmStats,
@@ -69,6 +70,9 @@ pub struct Engine {
     epoch: Instant,
     peer_lifetime_secs: u32,
     locality: ArcSwap<LocalitySettings>,
+    /// Whether small swarms use the compact layout (always, except in the
+    /// test that checks both layouts answer alike).
+    compact: bool,
 }
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
@@ -106,17 +110,40 @@ pub struct Census {
     pub leechers: usize,
 }
 
-/// One torrent's peers. IPv4 and IPv6 are kept apart: a peer is keyed by its
-/// id within one address family, and a client announcing over both families
-/// (libtorrent announces once per interface) is listed in both.
-#[derive(Default)]
+/// One torrent's peers and counters.
 struct Swarm {
-    v4: PeerSet<SocketAddrV4>,
-    v6: PeerSet<SocketAddrV6>,
+    peers: Peers,
     downloaded: u32,
     /// Engine seconds of the last announce, to retire swarms that stay empty.
     last_announce: u32,
 }
+
+/// A swarm's peers: compact while small and IPv4-only (most swarms; 16 bytes
+/// here plus 32 per peer), full sets once either stops being true, and back
+/// to compact when a sweep finds a full swarm small again.
+enum Peers {
+    Compact(CompactSet),
+    Full(Box<FullSets>),
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers::Compact(CompactSet::default())
+    }
+}
+
+/// IPv4 and IPv6 are kept apart: a peer is keyed by its id within one address
+/// family, and a client announcing over both families (libtorrent announces
+/// once per interface) is listed in both.
+#[derive(Default)]
+struct FullSets {
+    v4: PeerSet<SocketAddrV4>,
+    v6: PeerSet<SocketAddrV6>,
+}
+
+/// A full swarm this small (and IPv4-only) goes back to compact at a sweep;
+/// half the compact limit, so a swarm at the limit does not flip every sweep.
+const DEMOTE_AT: usize = COMPACT_MAX / 2;
 
 impl Engine {
     /// An empty engine with no sites and the default handout policy. Its clock
@@ -135,6 +162,7 @@ impl Engine {
             epoch: Instant::now(),
             peer_lifetime_secs: u32::try_from(config.peer_lifetime.as_secs()).unwrap_or(u32::MAX),
             locality: ArcSwap::from_pointee(locality),
+            compact: true,
         }
     }
 
@@ -183,19 +211,15 @@ impl Engine {
             };
         }
 
-        let swarm = shard.swarms.entry(request.info_hash).or_default();
+        let swarm = shard
+            .swarms
+            .entry(request.info_hash)
+            .or_insert_with(|| Swarm::new(self.compact));
         let before = swarm.stats();
         swarm.last_announce = now_secs;
         let expires_at = now_secs.saturating_add(self.peer_lifetime_secs);
         let mut peers = Vec::with_capacity(request.numwant.min(swarm.len()));
-        swarm.announce(
-            request,
-            locality,
-            expires_at,
-            &settings.policy,
-            rng,
-            &mut peers,
-        );
+        swarm.announce(request, locality, expires_at, &settings, rng, &mut peers);
         // Guard and spill picks join their tier: nearest first on the wire.
         if settings.policy.tiers {
             sort_by_tier(&mut peers);
@@ -259,13 +283,14 @@ impl Engine {
             let mut shard = shard.lock();
             let (mut seeders, mut leechers) = (0, 0);
             shard.swarms.retain(|_, swarm| {
-                stats.removed_peers += swarm.v4.purge(now_secs) + swarm.v6.purge(now_secs);
+                stats.removed_peers += swarm.purge(now_secs, self.compact);
                 if swarm.is_empty() && swarm.last_announce <= quiet_since {
                     stats.removed_swarms += 1;
                     return false;
                 }
-                seeders += swarm.v4.seeders() + swarm.v6.seeders();
-                leechers += swarm.v4.leechers() + swarm.v6.leechers();
+                let counts = swarm.stats();
+                seeders += counts.complete as usize;
+                leechers += counts.incomplete as usize;
                 true
             });
             // The sweep saw every swarm, so its sums replace the running totals.
@@ -294,8 +319,23 @@ impl Engine {
 }
 
 impl Swarm {
+    fn new(compact: bool) -> Self {
+        Self {
+            peers: if compact {
+                Peers::default()
+            } else {
+                Peers::Full(Box::default())
+            },
+            downloaded: 0,
+            last_announce: 0,
+        }
+    }
+
     fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
+        match &self.peers {
+            Peers::Compact(set) => set.len(),
+            Peers::Full(sets) => sets.v4.len() + sets.v6.len(),
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -303,10 +343,36 @@ impl Swarm {
     }
 
     fn stats(&self) -> SwarmStats {
+        let (seeders, leechers) = match &self.peers {
+            Peers::Compact(set) => (set.seeders(), set.leechers()),
+            Peers::Full(sets) => (
+                sets.v4.seeders() + sets.v6.seeders(),
+                sets.v4.leechers() + sets.v6.leechers(),
+            ),
+        };
         SwarmStats {
-            complete: saturating_u32(self.v4.seeders() + self.v6.seeders()),
-            incomplete: saturating_u32(self.v4.leechers() + self.v6.leechers()),
+            complete: saturating_u32(seeders),
+            incomplete: saturating_u32(leechers),
             downloaded: self.downloaded,
+        }
+    }
+
+    /// Removes expired peers (returns how many); a full swarm left small and
+    /// IPv4-only goes back to the compact layout.
+    fn purge(&mut self, now_secs: u32, compact: bool) -> usize {
+        match &mut self.peers {
+            Peers::Compact(set) => set.purge(now_secs),
+            Peers::Full(sets) => {
+                let removed = sets.v4.purge(now_secs) + sets.v6.purge(now_secs);
+                if compact
+                    && sets.v6.len() == 0
+                    && sets.v4.len() <= DEMOTE_AT
+                    && let Some(compact) = CompactSet::from_full(&sets.v4)
+                {
+                    self.peers = Peers::Compact(compact);
+                }
+                removed
+            }
         }
     }
 
@@ -315,9 +381,15 @@ impl Swarm {
     fn stop(&mut self, request: &AnnounceRequest) {
         let id = &request.peer_id;
         let finished = request.left == 0;
-        let first_completion = match request.addr {
-            SocketAddr::V4(_) => self.v4.remove(id, finished) && !self.v6.has_completed(id),
-            SocketAddr::V6(_) => self.v6.remove(id, finished) && !self.v4.has_completed(id),
+        let first_completion = match (&mut self.peers, request.addr) {
+            (Peers::Compact(set), SocketAddr::V4(_)) => set.remove(id, finished),
+            (Peers::Compact(_), SocketAddr::V6(_)) => false,
+            (Peers::Full(sets), SocketAddr::V4(_)) => {
+                sets.v4.remove(id, finished) && !sets.v6.has_completed(id)
+            }
+            (Peers::Full(sets), SocketAddr::V6(_)) => {
+                sets.v6.remove(id, finished) && !sets.v4.has_completed(id)
+            }
         };
         if first_completion {
             self.downloaded = self.downloaded.saturating_add(1);
@@ -329,7 +401,7 @@ impl Swarm {
         request: &AnnounceRequest,
         locality: Locality,
         expires_at: u32,
-        policy: &HandoutPolicy,
+        settings: &LocalitySettings,
         rng: &mut R,
         out: &mut Vec<HandoutPeer>,
     ) {
@@ -343,29 +415,47 @@ impl Swarm {
             with_ids: request.peer_ids,
         };
         let numwant = request.numwant;
-        match request.addr {
-            SocketAddr::V4(addr) => {
-                let counted_elsewhere = self.v6.has_completed(id);
-                if self
-                    .v4
-                    .upsert(*id, addr, locality, seeder, expires_at, completing)
-                    && !counted_elsewhere
-                {
+        let policy = &settings.policy;
+        if let Peers::Compact(set) = &mut self.peers {
+            if let SocketAddr::V4(addr) = request.addr
+                && let Upsert::Done(first) =
+                    set.upsert(*id, addr, locality.zone, seeder, expires_at, completing)
+            {
+                if first {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
-                hand_out_dual(&self.v4, &self.v6, &who, numwant, policy, rng, out);
+                let candidates = set.candidates(&settings.topology);
+                hand_out(&candidates, &who, numwant, policy, rng, out);
+                return;
+            }
+            // Outgrown, or an IPv6 peer: move to full sets and go on there.
+            let v4 = set.to_full(&settings.topology);
+            self.peers = Peers::Full(Box::new(FullSets {
+                v4,
+                v6: PeerSet::default(),
+            }));
+        }
+        let Peers::Full(sets) = &mut self.peers else {
+            return;
+        };
+        let first_completion = match request.addr {
+            SocketAddr::V4(addr) => {
+                sets.v4
+                    .upsert(*id, addr, locality, seeder, expires_at, completing)
+                    && !sets.v6.has_completed(id)
             }
             SocketAddr::V6(addr) => {
-                let counted_elsewhere = self.v4.has_completed(id);
-                if self
-                    .v6
+                sets.v6
                     .upsert(*id, addr, locality, seeder, expires_at, completing)
-                    && !counted_elsewhere
-                {
-                    self.downloaded = self.downloaded.saturating_add(1);
-                }
-                hand_out_dual(&self.v6, &self.v4, &who, numwant, policy, rng, out);
+                    && !sets.v4.has_completed(id)
             }
+        };
+        if first_completion {
+            self.downloaded = self.downloaded.saturating_add(1);
+        }
+        match request.addr {
+            SocketAddr::V4(_) => hand_out_dual(&sets.v4, &sets.v6, &who, numwant, policy, rng, out),
+            SocketAddr::V6(_) => hand_out_dual(&sets.v6, &sets.v4, &who, numwant, policy, rng, out),
         }
     }
 }
@@ -387,27 +477,27 @@ fn sort_by_tier(peers: &mut [HandoutPeer]) {
 /// also listed in the other family (a dual-stack client), from both: half each,
 /// with either family making up what the other lacks.
 fn hand_out_dual<A, B, R>(
-    own: &PeerSet<A>,
-    other: &PeerSet<B>,
+    own: &A,
+    other: &B,
     who: &Announcer<'_>,
     numwant: usize,
     policy: &HandoutPolicy,
     rng: &mut R,
     out: &mut Vec<HandoutPeer>,
 ) where
-    A: Copy + Into<SocketAddr>,
-    B: Copy + Into<SocketAddr>,
+    A: Candidates,
+    B: Candidates,
     R: Rng + ?Sized,
 {
-    let from_other = if other.contains(who.id) {
+    let from_other = if other.find(who.id).is_some() {
         let other_available = other.available(who);
         let own_shortfall = numwant.saturating_sub(own.available(who));
         (numwant / 2).max(own_shortfall).min(other_available)
     } else {
         0
     };
-    own.hand_out(who, numwant - from_other, policy, rng, out);
-    other.hand_out(who, from_other, policy, rng, out);
+    hand_out(own, who, numwant - from_other, policy, rng, out);
+    hand_out(other, who, from_other, policy, rng, out);
 }
 
 #[cfg(test)]
@@ -417,9 +507,12 @@ impl Engine {
         let mut indexed = 0;
         for shard in self.shards.iter() {
             for swarm in shard.lock().swarms.values() {
-                swarm.v4.check_index();
-                swarm.v6.check_index();
-                indexed += usize::from(swarm.v4.is_indexed()) + usize::from(swarm.v6.is_indexed());
+                if let Peers::Full(sets) = &swarm.peers {
+                    sets.v4.check_index();
+                    sets.v6.check_index();
+                    indexed +=
+                        usize::from(sets.v4.is_indexed()) + usize::from(sets.v6.is_indexed());
+                }
             }
         }
         indexed
@@ -772,6 +865,40 @@ mod tests {
             prop_assert!(!distinct.contains(&v4(announcer)), "handed itself");
             prop_assert!(distinct.is_subset(&eligible), "a seeder got a seeder, or an unknown peer");
             prop_assert_eq!(handed.len(), numwant.min(eligible.len()));
+        }
+
+        /// The compact layout answers exactly as full sets do: the same counts
+        /// and, asked for everyone, the same peers, through joins past the
+        /// compact limit, role changes, stops, IPv6 arrivals and sweeps that
+        /// move swarms back.
+        #[test]
+        fn compact_and_full_swarms_answer_alike(
+            ops in proptest::collection::vec((0u8..2, 0u32..24, any::<bool>(), 0u8..4, 0u8..20, 0u64..90), 0..160),
+        ) {
+            let compact = engine();
+            let full = Engine { compact: false, ..engine() };
+            let rng = &mut SmallRng::seed_from_u64(1);
+            let mut clock = compact.epoch();
+            let torrents = [InfoHash([3; 20]), InfoHash([200; 20])];
+            for (torrent, n, seeds, event, family, wait) in ops {
+                clock += Duration::from_secs(wait);
+                if wait > 60 {
+                    prop_assert_eq!(compact.purge_expired(clock), full.purge_expired(clock));
+                }
+                let event = [Event::None, Event::Started, Event::Completed, Event::Stopped][event as usize];
+                let mut request = announce(n, u64::from(!seeds), event, 200);
+                request.info_hash = torrents[torrent as usize];
+                if family == 0 {
+                    request.addr = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, n as u16 + 1], 6881));
+                }
+                let mut a = compact.announce(&request, clock, rng);
+                let mut b = full.announce(&request, clock, rng);
+                a.peers.sort_by_key(|p| p.addr);
+                b.peers.sort_by_key(|p| p.addr);
+                prop_assert_eq!(a, b);
+                let scrape = ScrapeRequest { info_hashes: torrents.to_vec() };
+                prop_assert_eq!(compact.scrape(&scrape), full.scrape(&scrape));
+            }
         }
 
         /// The running totals a metrics scrape reads always equal what the

@@ -164,6 +164,8 @@ pub struct Topology {
     v6_sites: Vec<SitesOfLength<u128>>,
     zone_names: Vec<String>,
     region_names: Vec<String>,
+    /// Each zone's region, by zone id - 1: a zone lies in exactly one region.
+    zone_regions: Vec<u16>,
 }
 
 impl Default for Topology {
@@ -175,6 +177,7 @@ impl Default for Topology {
             v6_sites: Vec::new(),
             zone_names: Vec::new(),
             region_names: Vec::new(),
+            zone_regions: Vec::new(),
         }
     }
 }
@@ -211,6 +214,9 @@ impl Topology {
                 (site.region.clone(), site.zone.clone()),
                 &site.zone,
             )?;
+            if usize::from(zone) > topology.zone_regions.len() {
+                topology.zone_regions.push(region);
+            }
             match site.network {
                 IpAddr::V4(ip) => {
                     let key = u32::from(ip) & mask32(len);
@@ -261,6 +267,22 @@ impl Topology {
         let (zone, region) = site_of(&self.v4_sites, |len| bits & mask32(len));
         Locality {
             subnet: bits & mask32(self.ipv4_prefix),
+            zone,
+            region,
+        }
+    }
+
+    /// The locality of the IPv4 address `ip` that was filed under `zone`: the
+    /// subnet and region follow from those two, so compact peer storage keeps
+    /// only the zone.
+    pub(crate) fn v4_locality(&self, ip: u32, zone: u16) -> Locality {
+        let region = usize::from(zone)
+            .checked_sub(1)
+            .and_then(|i| self.zone_regions.get(i))
+            .copied()
+            .unwrap_or(0);
+        Locality {
+            subnet: ip & mask32(self.ipv4_prefix),
             zone,
             region,
         }
@@ -389,6 +411,36 @@ mod tests {
             b,
             "IPv4-mapped addresses locate as IPv4"
         );
+    }
+
+    #[test]
+    fn a_v4_locality_rebuilds_from_address_and_zone() {
+        let topology = Topology::new(
+            24,
+            64,
+            &[
+                site("10.1.0.0/16", "a", "east"),
+                site("10.2.0.0/16", "b", "east"),
+                site("10.3.0.0/16", "a", "west"),
+                site("10.3.9.0/24", "c", "west"),
+            ],
+        )
+        .expect("topology");
+        for ip in [
+            "10.1.2.3",
+            "10.2.200.1",
+            "10.3.4.5",
+            "10.3.9.9",
+            "192.0.2.7",
+        ] {
+            let ip: std::net::Ipv4Addr = ip.parse().expect("ip");
+            let located = topology.locate(IpAddr::V4(ip));
+            assert_eq!(
+                topology.v4_locality(u32::from(ip), located.zone),
+                located,
+                "{ip}"
+            );
+        }
     }
 
     #[test]

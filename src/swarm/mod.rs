@@ -6,6 +6,7 @@
 //! deterministic under test. Frontends translate their wire formats into
 //! [`AnnounceRequest`] / [`ScrapeRequest`] and back.
 
+mod compact;
 mod engine;
 mod locality;
 mod peers;

@@ -32,8 +32,8 @@ pub(super) const INDEX_DROP: usize = 96;
 /// Most seeders one reply reserves for the seeder guard.
 const MAX_GUARD: usize = 8;
 
-const SEEDERS: usize = 0;
-const LEECHERS: usize = 1;
+pub(super) const SEEDERS: usize = 0;
+pub(super) const LEECHERS: usize = 1;
 const NO_LINK: u32 = u32::MAX;
 
 /// Peers of one family.
@@ -59,12 +59,12 @@ impl<A> Default for PeerSet<A> {
 
 /// Where a peer's entry is: which role (top bit), which index (the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot(u32);
+pub(super) struct Slot(u32);
 
 impl Slot {
     const ROLE_BIT: u32 = 1 << 31;
 
-    fn new(role: usize, index: u32) -> Self {
+    pub(super) fn new(role: usize, index: u32) -> Self {
         debug_assert!(index < Self::ROLE_BIT, "more than 2^31 peers in one set");
         Self(if role == LEECHERS {
             index | Self::ROLE_BIT
@@ -73,7 +73,7 @@ impl Slot {
         })
     }
 
-    fn role(self) -> usize {
+    pub(super) fn role(self) -> usize {
         if self.0 & Self::ROLE_BIT == 0 {
             SEEDERS
         } else {
@@ -81,7 +81,7 @@ impl Slot {
         }
     }
 
-    fn index(self) -> u32 {
+    pub(super) fn index(self) -> u32 {
         self.0 & !Self::ROLE_BIT
     }
 }
@@ -148,7 +148,7 @@ struct Record {
 }
 
 /// Per role and level (subnet, zone, region): group key → indexes of members.
-struct LocalityIndex {
+pub(super) struct LocalityIndex {
     groups: [[FastMap<u32, Vec<u32>>; 3]; 2],
     /// Per role, parallel to the entries: each entry's position in its three groups.
     links: [Vec<[u32; 3]>; 2],
@@ -247,6 +247,48 @@ pub(super) struct Announcer<'a> {
     pub with_ids: bool,
 }
 
+/// Peer storage a handout can walk: peers addressed by role and index, the
+/// seeders and the leechers each numbered from 0. Implemented by the full
+/// [`PeerSet`] and by the compact layout of small swarms.
+pub(super) trait Candidates {
+    /// Seeders listed.
+    fn seeders(&self) -> usize;
+    /// Leechers listed.
+    fn leechers(&self) -> usize;
+    /// Where the peer with this id is listed.
+    fn find(&self, id: &PeerId) -> Option<Slot>;
+    /// The locality of the peer at `slot`.
+    fn locality(&self, slot: Slot) -> Locality;
+    /// The address of the peer at `slot`.
+    fn addr(&self, slot: Slot) -> SocketAddr;
+    /// The id of the peer at `slot`.
+    fn peer_id(&self, slot: Slot) -> PeerId;
+    /// The per-group member lists, when the storage keeps them.
+    fn locality_index(&self) -> Option<&LocalityIndex> {
+        None
+    }
+
+    /// Calls `f` with the locality of the first `seeders` seeders, then of
+    /// every leecher, in slot order: one pass for a handout to classify.
+    fn each_locality(&self, seeders: usize, mut f: impl FnMut(Locality)) {
+        for index in 0..seeders {
+            f(self.locality(Slot::new(SEEDERS, saturating_u32(index))));
+        }
+        for index in 0..self.leechers() {
+            f(self.locality(Slot::new(LEECHERS, saturating_u32(index))));
+        }
+    }
+
+    /// How many peers a handout could offer this announcer at most.
+    fn available(&self, who: &Announcer<'_>) -> usize {
+        let seeders = if who.to_seeder { 0 } else { self.seeders() };
+        let own = self
+            .find(who.id)
+            .is_some_and(|slot| !(who.to_seeder && slot.role() == SEEDERS));
+        seeders + self.leechers() - usize::from(own)
+    }
+}
+
 /// Candidates for one tier, as a sequence a [`Walk`] can index.
 enum Seq<'a> {
     /// Positions into the concatenated candidates (seeders first, `seeders` of them).
@@ -318,8 +360,8 @@ struct Buckets {
 }
 
 /// What one handout looks at: the set, the announcer, and (small sets) its candidates by tier.
-struct Handout<'s, 'a, A> {
-    set: &'s PeerSet<A>,
+struct Handout<'s, 'a, S> {
+    set: &'s S,
     who: &'s Announcer<'a>,
     own: Option<Slot>,
     buckets: Option<Buckets>,
@@ -364,10 +406,6 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
 
     pub(super) fn leechers(&self) -> usize {
         self.roles[LEECHERS].len()
-    }
-
-    pub(super) fn contains(&self, id: &PeerId) -> bool {
-        self.find(id).is_some()
     }
 
     /// The slot of the peer with this id.
@@ -495,6 +533,24 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         removed
     }
 
+    /// Calls `f(seeder, addr, locality, id, expires_at, completed)` for every
+    /// peer, seeders first.
+    pub(super) fn for_each(&self, mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool)) {
+        for role in [SEEDERS, LEECHERS] {
+            let peers = &self.roles[role];
+            for (place, record) in peers.places.iter().zip(&peers.records) {
+                f(
+                    role == SEEDERS,
+                    place.addr,
+                    &place.locality,
+                    &record.id,
+                    record.expires_at,
+                    record.completed,
+                );
+            }
+        }
+    }
+
     /// Removes expired peers; returns how many.
     pub(super) fn purge(&mut self, now_secs: u32) -> usize {
         let mut removed = 0;
@@ -511,111 +567,102 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         }
         removed
     }
+}
 
-    /// How many peers a handout could offer this announcer at most.
-    pub(super) fn available(&self, who: &Announcer<'_>) -> usize {
-        let seeders = if who.to_seeder { 0 } else { self.seeders() };
-        let own = self
-            .find(who.id)
-            .is_some_and(|slot| !(who.to_seeder && slot.role() == SEEDERS));
-        seeders + self.leechers() - usize::from(own)
+/// Appends up to `wanted` peers for `who` to `out`, following `policy`.
+pub(super) fn hand_out<S: Candidates, R: Rng + ?Sized>(
+    set: &S,
+    who: &Announcer<'_>,
+    wanted: usize,
+    policy: &HandoutPolicy,
+    rng: &mut R,
+    out: &mut Vec<HandoutPeer>,
+) {
+    if wanted == 0 || set.seeders() + set.leechers() == 0 {
+        return;
+    }
+    let mut handout = Handout {
+        set,
+        who,
+        own: set.find(who.id),
+        buckets: None,
+    };
+    let progress = &mut Progress::default();
+    if !policy.tiers {
+        let all = handout.all();
+        let mut walk = Walk::new(all.len(), rng);
+        handout.take(
+            &mut progress.guard_picks,
+            &all,
+            false,
+            None,
+            &mut walk,
+            wanted,
+            false,
+            out,
+        );
+        return;
+    }
+    if set.locality_index().is_none() {
+        handout.buckets = Some(handout.classify());
     }
 
-    /// Appends up to `wanted` peers for `who` to `out`, following `policy`.
-    pub(super) fn hand_out<R: Rng + ?Sized>(
-        &self,
-        who: &Announcer<'_>,
-        wanted: usize,
-        policy: &HandoutPolicy,
-        rng: &mut R,
-        out: &mut Vec<HandoutPeer>,
-    ) {
-        if wanted == 0 || self.len() == 0 {
-            return;
-        }
-        let mut handout = Handout {
-            set: self,
-            who,
-            own: self.find(who.id),
-            buckets: None,
-        };
-        let progress = &mut Progress::default();
-        if !policy.tiers {
-            let all = handout.all();
-            let mut walk = Walk::new(all.len(), rng);
-            handout.take(
-                &mut progress.guard_picks,
-                &all,
-                false,
-                None,
-                &mut walk,
-                wanted,
-                false,
-                out,
-            );
-            return;
-        }
-        if self.index.is_none() {
-            handout.buckets = Some(handout.classify());
-        }
-
-        let mut left = wanted;
-        if !who.to_seeder && policy.seeder_guard > 0 {
-            let mut guard = policy.seeder_guard.min(MAX_GUARD).min(wanted);
-            for tier in Tier::ALL {
-                if guard == 0 {
-                    break;
-                }
-                let got = handout.fill(progress, tier, true, true, guard, rng, out);
-                guard -= got;
-                left -= got;
-            }
-        }
-        let spill = wanted * usize::from(policy.spill_percent.min(100)) / 100;
-        let mut main = left.saturating_sub(spill);
-        let mut spill = left - main;
-        let mut reached = 0;
-        for (number, tier) in Tier::ALL.into_iter().enumerate() {
-            if main == 0 {
-                break;
-            }
-            let got = handout.fill(progress, tier, false, true, main, rng, out);
-            main -= got;
-            if got > 0 {
-                reached = number;
-            }
-        }
-        // Spill slots are dealt round-robin over every farther tier, nearest
-        // first: racks stay linked within a zone, zones within a region, and
-        // regions to each other through leechers, not only through seeders.
-        let mut open = [false; 4];
-        for tier in Tier::ALL.into_iter().skip(reached + 1) {
-            open[tier as usize] = true;
-        }
-        while spill > 0 && open.iter().any(|&o| o) {
-            for tier in Tier::ALL {
-                if spill == 0 || !open[tier as usize] {
-                    continue;
-                }
-                let got = handout.fill(progress, tier, false, true, 1, rng, out);
-                spill -= got;
-                open[tier as usize] = got == 1;
-            }
-        }
-        // Far tiers empty, or near ones exhausted: whatever is left, nearest
-        // first. No probe budget here: walking tier t, every nearer peer has
-        // already been taken, so the walk skips at most `wanted` of them.
-        let mut rest = main + spill;
+    let mut left = wanted;
+    if !who.to_seeder && policy.seeder_guard > 0 {
+        let mut guard = policy.seeder_guard.min(MAX_GUARD).min(wanted);
         for tier in Tier::ALL {
-            if rest == 0 {
+            if guard == 0 {
                 break;
             }
-            rest -= handout.fill(progress, tier, false, false, rest, rng, out);
+            let got = handout.fill(progress, tier, true, true, guard, rng, out);
+            guard -= got;
+            left -= got;
         }
+    }
+    let spill = wanted * usize::from(policy.spill_percent.min(100)) / 100;
+    let mut main = left.saturating_sub(spill);
+    let mut spill = left - main;
+    let mut reached = 0;
+    for (number, tier) in Tier::ALL.into_iter().enumerate() {
+        if main == 0 {
+            break;
+        }
+        let got = handout.fill(progress, tier, false, true, main, rng, out);
+        main -= got;
+        if got > 0 {
+            reached = number;
+        }
+    }
+    // Spill slots are dealt round-robin over every farther tier, nearest
+    // first: racks stay linked within a zone, zones within a region, and
+    // regions to each other through leechers, not only through seeders.
+    let mut open = [false; 4];
+    for tier in Tier::ALL.into_iter().skip(reached + 1) {
+        open[tier as usize] = true;
+    }
+    while spill > 0 && open.iter().any(|&o| o) {
+        for tier in Tier::ALL {
+            if spill == 0 || !open[tier as usize] {
+                continue;
+            }
+            let got = handout.fill(progress, tier, false, true, 1, rng, out);
+            spill -= got;
+            open[tier as usize] = got == 1;
+        }
+    }
+    // Far tiers empty, or near ones exhausted: whatever is left, nearest
+    // first. No probe budget here: walking tier t, every nearer peer has
+    // already been taken, so the walk skips at most `wanted` of them.
+    let mut rest = main + spill;
+    for tier in Tier::ALL {
+        if rest == 0 {
+            break;
+        }
+        rest -= handout.fill(progress, tier, false, false, rest, rng, out);
     }
 }
 
-impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
+impl<S: Candidates> Handout<'_, '_, S> {
     fn all(&self) -> Seq<'static> {
         Seq::All {
             seeders: if self.who.to_seeder {
@@ -647,27 +694,27 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             SEEDERS => own.index() as usize,
             _ => seeders + own.index() as usize,
         });
-        let candidates = self.set.roles[SEEDERS].places[..seeders]
-            .iter()
-            .chain(&self.set.roles[LEECHERS].places);
-        for (position, place) in candidates.enumerate() {
-            if position == own {
-                continue;
+        let mut position = 0usize;
+        self.set.each_locality(seeders, |locality| {
+            let here = position;
+            position += 1;
+            if here == own {
+                return;
             }
-            let tier = self.who.locality.tier_of(&place.locality) as usize;
-            let (Some(slot), Ok(position)) = (
+            let tier = self.who.locality.tier_of(&locality) as usize;
+            let (Some(slot), Ok(here)) = (
                 buckets.positions[tier].get_mut(buckets.lens[tier]),
-                u8::try_from(position),
+                u8::try_from(here),
             ) else {
                 // Cannot happen below INDEX_BUILD peers; skipping is the safe answer.
-                continue;
+                return;
             };
-            *slot = position;
+            *slot = here;
             buckets.lens[tier] += 1;
-            if usize::from(position) < seeders {
+            if usize::from(here) < seeders {
                 buckets.seeder_lens[tier] += 1;
             }
-        }
+        });
         buckets
     }
 
@@ -690,7 +737,7 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
         }
         let leechers_too = !seeders_only;
         let seeders_too = !self.who.to_seeder;
-        match (&self.set.index, tier) {
+        match (self.set.locality_index(), tier) {
             (Some(index), Tier::Subnet | Tier::Zone | Tier::Region) => {
                 let level = tier as usize;
                 let key = level_keys(&self.who.locality)[level];
@@ -791,12 +838,11 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
             if !guard && role == SEEDERS && guard_picks.contains(index) {
                 continue;
             }
-            let peers = &self.set.roles[role];
-            let place = &peers.places[index as usize];
+            let slot = Slot::new(role, index);
             let entry_tier = match (tier, check_tier) {
                 // Exact sequences: no need to touch the peer's locality.
                 (Some(tier), None) => tier,
-                _ => self.who.locality.tier_of(&place.locality),
+                _ => self.who.locality.tier_of(&self.set.locality(slot)),
             };
             if check_tier.is_some_and(|tier| tier != entry_tier) {
                 continue;
@@ -805,13 +851,52 @@ impl<A: Copy + Into<SocketAddr>> Handout<'_, '_, A> {
                 guard_picks.push(index);
             }
             out.push(HandoutPeer {
-                id: self.who.with_ids.then(|| peers.records[index as usize].id),
-                addr: place.addr.into(),
+                id: self.who.with_ids.then(|| self.set.peer_id(slot)),
+                addr: self.set.addr(slot),
                 tier: entry_tier,
             });
             added += 1;
         }
         added
+    }
+}
+
+impl<A: Copy + Into<SocketAddr>> Candidates for PeerSet<A> {
+    fn seeders(&self) -> usize {
+        PeerSet::seeders(self)
+    }
+
+    fn leechers(&self) -> usize {
+        PeerSet::leechers(self)
+    }
+
+    fn find(&self, id: &PeerId) -> Option<Slot> {
+        PeerSet::find(self, id)
+    }
+
+    fn locality(&self, slot: Slot) -> Locality {
+        self.roles[slot.role()].places[slot.index() as usize].locality
+    }
+
+    fn addr(&self, slot: Slot) -> SocketAddr {
+        self.roles[slot.role()].places[slot.index() as usize]
+            .addr
+            .into()
+    }
+
+    fn peer_id(&self, slot: Slot) -> PeerId {
+        self.roles[slot.role()].records[slot.index() as usize].id
+    }
+
+    fn locality_index(&self) -> Option<&LocalityIndex> {
+        self.index.as_deref()
+    }
+
+    fn each_locality(&self, seeders: usize, mut f: impl FnMut(Locality)) {
+        let seeders = &self.roles[SEEDERS].places[..seeders];
+        for place in seeders.iter().chain(&self.roles[LEECHERS].places) {
+            f(place.locality);
+        }
     }
 }
 

@@ -1,0 +1,373 @@
+//! The compact layout of a small IPv4 swarm: one exactly sized allocation of
+//! 32-byte entries, seeders first, and nothing else.
+//!
+//! Most swarms are small (a layer pulled by a handful of agents), and the full
+//! [`PeerSet`] spends a hash table and four vectors on each. Here a lookup is a
+//! scan of at most [`COMPACT_MAX`] ids in a few cache lines, the locality is
+//! rebuilt from the address and the zone, and a membership change reallocates
+//! the slice (a re-announce, the common case, changes nothing but the entry).
+//! A swarm outgrowing the layout, or seeing an IPv6 peer, moves to full sets.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use super::locality::{Locality, Topology};
+use super::peers::{Candidates, LEECHERS, PeerSet, SEEDERS, Slot, saturating_u32};
+use super::types::PeerId;
+
+/// Most peers a compact swarm holds; one more moves it to full sets.
+pub(super) const COMPACT_MAX: usize = 16;
+
+/// `expiry` bits: the peer seeds.
+const SEEDER: u32 = 1 << 31;
+/// `expiry` bits: the peer's completed download was counted.
+const COMPLETED: u32 = 1 << 30;
+/// `expiry` bits: engine seconds at which the peer is dropped (34 years of range).
+const SECONDS: u32 = COMPLETED - 1;
+
+/// One peer in 32 bytes: id, address, zone, and expiry with two flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    id: PeerId,
+    ip: u32,
+    port: u16,
+    zone: u16,
+    expiry: u32,
+}
+
+impl Entry {
+    fn seeder(&self) -> bool {
+        self.expiry & SEEDER != 0
+    }
+
+    fn completed(&self) -> bool {
+        self.expiry & COMPLETED != 0
+    }
+
+    fn expires_at(&self) -> u32 {
+        self.expiry & SECONDS
+    }
+
+    fn addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(self.ip), self.port)
+    }
+}
+
+/// Flags and expiry packed into an entry's last word.
+fn expiry(seeder: bool, completed: bool, expires_at: u32) -> u32 {
+    let mut word = expires_at.min(SECONDS);
+    if seeder {
+        word |= SEEDER;
+    }
+    if completed {
+        word |= COMPLETED;
+    }
+    word
+}
+
+/// A small IPv4 peer set; see the module comment.
+#[derive(Debug, Default)]
+pub(super) struct CompactSet {
+    /// Seeders first, then leechers.
+    entries: Box<[Entry]>,
+}
+
+/// What an upsert did, or that the set is full and the peer did not fit.
+pub(super) enum Upsert {
+    /// Listed; `true` when this announce is the peer's first completed download.
+    Done(bool),
+    /// A new peer and the set already holds [`COMPACT_MAX`]: move to full sets first.
+    Full,
+}
+
+impl CompactSet {
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn position(&self, id: &PeerId) -> Option<usize> {
+        self.entries.iter().position(|entry| entry.id == *id)
+    }
+
+    #[cfg(test)]
+    fn has_completed(&self, id: &PeerId) -> bool {
+        self.position(id)
+            .is_some_and(|position| self.entries[position].completed())
+    }
+
+    /// Inserts or refreshes a peer, as [`PeerSet::upsert`] does.
+    pub(super) fn upsert(
+        &mut self,
+        id: PeerId,
+        addr: SocketAddrV4,
+        zone: u16,
+        seeder: bool,
+        expires_at: u32,
+        completing: bool,
+    ) -> Upsert {
+        let mut counted_before = false;
+        let mut finished = completing;
+        if let Some(position) = self.position(&id) {
+            let entry = &mut self.entries[position];
+            if entry.seeder() == seeder {
+                let first = completing && !entry.completed();
+                *entry = Entry {
+                    id,
+                    ip: u32::from(*addr.ip()),
+                    port: addr.port(),
+                    zone,
+                    expiry: expiry(seeder, entry.completed() || completing, expires_at),
+                };
+                return Upsert::Done(first);
+            }
+            // Role changed: re-file the peer on the other side of the boundary.
+            counted_before = self.remove_at(position).completed();
+            finished |= seeder;
+        } else if self.len() >= COMPACT_MAX {
+            return Upsert::Full;
+        }
+        let entry = Entry {
+            id,
+            ip: u32::from(*addr.ip()),
+            port: addr.port(),
+            zone,
+            expiry: expiry(seeder, counted_before || finished, expires_at),
+        };
+        let at = if seeder { self.seeders() } else { self.len() };
+        let mut entries = std::mem::take(&mut self.entries).into_vec();
+        entries.reserve_exact(1);
+        entries.insert(at, entry);
+        self.entries = entries.into_boxed_slice();
+        Upsert::Done(finished && !counted_before)
+    }
+
+    /// Removes a peer, as [`PeerSet::remove`] does.
+    pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> bool {
+        match self.position(id) {
+            Some(position) => {
+                let removed = self.remove_at(position);
+                finished && !removed.seeder() && !removed.completed()
+            }
+            None => false,
+        }
+    }
+
+    fn remove_at(&mut self, position: usize) -> Entry {
+        let mut entries = std::mem::take(&mut self.entries).into_vec();
+        // `remove`, not `swap_remove`: the order keeps seeders first.
+        let removed = entries.remove(position);
+        self.entries = entries.into_boxed_slice();
+        removed
+    }
+
+    /// Removes expired peers; returns how many.
+    pub(super) fn purge(&mut self, now_secs: u32) -> usize {
+        let before = self.len();
+        if self.entries.iter().any(|e| e.expires_at() <= now_secs) {
+            let mut entries = std::mem::take(&mut self.entries).into_vec();
+            entries.retain(|e| e.expires_at() > now_secs);
+            self.entries = entries.into_boxed_slice();
+        }
+        before - self.len()
+    }
+
+    /// The set as handout candidates, localities rebuilt with `topology`.
+    pub(super) fn candidates<'s>(&'s self, topology: &'s Topology) -> CompactCandidates<'s> {
+        CompactCandidates {
+            entries: &self.entries,
+            seeders: self.seeders(),
+            topology,
+        }
+    }
+
+    pub(super) fn seeders(&self) -> usize {
+        self.entries.partition_point(Entry::seeder)
+    }
+
+    pub(super) fn leechers(&self) -> usize {
+        self.len() - self.seeders()
+    }
+
+    /// The same peers as a full set.
+    pub(super) fn to_full(&self, topology: &Topology) -> PeerSet<SocketAddrV4> {
+        let mut set = PeerSet::default();
+        for entry in self.entries.iter() {
+            set.upsert(
+                entry.id,
+                entry.addr(),
+                topology.v4_locality(entry.ip, entry.zone),
+                entry.seeder(),
+                entry.expires_at(),
+                // A new entry marked completing is listed as counted.
+                entry.completed(),
+            );
+        }
+        set
+    }
+
+    /// The same peers in the compact layout, if they fit.
+    pub(super) fn from_full(set: &PeerSet<SocketAddrV4>) -> Option<Self> {
+        if set.len() > COMPACT_MAX {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(set.len());
+        set.for_each(|seeder, addr, locality, id, expires_at, completed| {
+            entries.push(Entry {
+                id: *id,
+                ip: u32::from(*addr.ip()),
+                port: addr.port(),
+                zone: locality.zone,
+                expiry: expiry(seeder, completed, expires_at),
+            });
+        });
+        // `for_each` yields seeders first.
+        Some(Self {
+            entries: entries.into_boxed_slice(),
+        })
+    }
+}
+
+/// A compact set seen as handout candidates.
+pub(super) struct CompactCandidates<'s> {
+    entries: &'s [Entry],
+    seeders: usize,
+    topology: &'s Topology,
+}
+
+impl CompactCandidates<'_> {
+    fn entry(&self, slot: Slot) -> &Entry {
+        let position = match slot.role() {
+            SEEDERS => slot.index() as usize,
+            _ => self.seeders + slot.index() as usize,
+        };
+        &self.entries[position]
+    }
+}
+
+impl Candidates for CompactCandidates<'_> {
+    fn seeders(&self) -> usize {
+        self.seeders
+    }
+
+    fn leechers(&self) -> usize {
+        self.entries.len() - self.seeders
+    }
+
+    fn find(&self, id: &PeerId) -> Option<Slot> {
+        let position = self.entries.iter().position(|entry| entry.id == *id)?;
+        Some(match position.checked_sub(self.seeders) {
+            None => Slot::new(SEEDERS, saturating_u32(position)),
+            Some(leecher) => Slot::new(LEECHERS, saturating_u32(leecher)),
+        })
+    }
+
+    fn locality(&self, slot: Slot) -> Locality {
+        let entry = self.entry(slot);
+        self.topology.v4_locality(entry.ip, entry.zone)
+    }
+
+    fn addr(&self, slot: Slot) -> SocketAddr {
+        SocketAddr::V4(self.entry(slot).addr())
+    }
+
+    fn peer_id(&self, slot: Slot) -> PeerId {
+        self.entry(slot).id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> PeerId {
+        PeerId([n; 20])
+    }
+
+    fn addr(n: u8) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, n, 1), 6881)
+    }
+
+    #[test]
+    fn an_entry_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
+    fn seeders_stay_first_through_joins_role_changes_and_leaves() {
+        let mut set = CompactSet::default();
+        for n in 0..10 {
+            let seeder = n % 3 == 0;
+            assert!(matches!(
+                set.upsert(id(n), addr(n), 0, seeder, 100, false),
+                Upsert::Done(false)
+            ));
+        }
+        assert_eq!((set.seeders(), set.leechers()), (4, 6));
+        // A leecher finishing counts once and moves to the seeders.
+        assert!(matches!(
+            set.upsert(id(1), addr(1), 0, true, 100, false),
+            Upsert::Done(true)
+        ));
+        assert!(matches!(
+            set.upsert(id(1), addr(1), 0, true, 100, true),
+            Upsert::Done(false)
+        ));
+        assert!(!set.remove(&id(0), false));
+        assert_eq!((set.seeders(), set.leechers()), (4, 5));
+        let seeders = set.seeders();
+        assert!(set.entries[..seeders].iter().all(Entry::seeder));
+        assert!(!set.entries[seeders..].iter().any(Entry::seeder));
+        // A stopping leecher with nothing left counts as finished.
+        assert!(set.remove(&id(2), true));
+    }
+
+    #[test]
+    fn a_full_set_refuses_a_newcomer_but_refreshes_members() {
+        let mut set = CompactSet::default();
+        for n in 0..COMPACT_MAX as u8 {
+            set.upsert(id(n), addr(n), 0, false, 100, false);
+        }
+        assert!(matches!(
+            set.upsert(id(200), addr(200), 0, false, 100, false),
+            Upsert::Full
+        ));
+        assert!(matches!(
+            set.upsert(id(3), addr(9), 0, false, 200, false),
+            Upsert::Done(false)
+        ));
+        assert_eq!(set.len(), COMPACT_MAX);
+    }
+
+    #[test]
+    fn expiry_keeps_flags_apart_and_purge_drops_the_old() {
+        let mut set = CompactSet::default();
+        set.upsert(id(1), addr(1), 0, true, 50, true);
+        set.upsert(id(2), addr(2), 0, false, 150, false);
+        set.upsert(id(3), addr(3), 0, false, u32::MAX, false);
+        assert!(set.has_completed(&id(1)));
+        assert_eq!(set.purge(100), 1);
+        assert_eq!(set.len(), 2);
+        assert!(!set.has_completed(&id(1)));
+        assert_eq!(set.purge(SECONDS - 1), 1);
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn full_and_compact_convert_both_ways_keeping_everything() {
+        let topology = Topology::default();
+        let mut set = CompactSet::default();
+        for n in 0..12u8 {
+            set.upsert(id(n), addr(n), 0, n % 4 == 0, 100 + u32::from(n), n == 4);
+        }
+        let full = set.to_full(&topology);
+        assert_eq!(full.len(), 12);
+        assert!(full.has_completed(&id(4)) && !full.has_completed(&id(8)));
+        let back = CompactSet::from_full(&full).expect("fits");
+        let sorted = |s: &CompactSet| {
+            let mut e = s.entries.to_vec();
+            e.sort_by_key(|e| e.id.0);
+            e
+        };
+        assert_eq!(sorted(&back), sorted(&set));
+        assert_eq!(back.seeders(), set.seeders());
+    }
+}
