@@ -1,71 +1,293 @@
-//! A bounded UDP load generator for swarmgate (BEP 15), for benchmarks only.
+//! A bounded load generator for swarmgate, for benchmarks only.
 //!
-//! Each socket (bound to its own 127.0.0.x source address) connects, then
-//! keeps `--window` requests in flight: announces for random torrents among
-//! `--torrents` (and connects, per `--connect-share`), reusing its connection
-//! id like a real client. It stops after `--seconds` (at most 120) and prints
-//! responses/s, latency percentiles, errors, and, given `--pid`, the tracker
-//! process's CPU time per response read from /proc.
+//! - `loadgen udp`: BEP 15. Each socket (bound to its own 127.0.x.y source
+//!   address) connects, then keeps `--window` requests in flight, reusing its
+//!   connection id like a real client (and reconnecting per `--connect-share`).
+//! - `loadgen http`: `--connections` keep-alive connections (each from its own
+//!   127.0.x.y source address), one request in flight on each, as `wrk` does.
+//! - `loadgen noop-udp` / `noop-http`: responders that do no work, answering
+//!   every request with a reply of the same size as the tracker's. Loaded by
+//!   `udp`/`http`, they show the generator's own ceiling and the kernel's
+//!   (or hyper's) cost floor under the tracker.
 //!
-//! With `--mint-key PEM --kid KID --issuer ISS`, one token per torrent is
-//! minted up front and sent as BEP 41 URL data, so the tracker's token cache
-//! behaves as with a real fleet (use an ES256 or EdDSA key: the token must fit
-//! one 255-byte option).
+//! Workload: `--torrents` with Zipf-skewed popularity (`--skew`, 0 =
+//! uniform), `--peers` distinct peers per torrent of which `--seeders` are
+//! seeders, `--numwant`, a request mix (`--scrape-share`, and for UDP
+//! `--connect-share`), and `--rate` to offer a fixed load instead of as much
+//! as the tracker takes. With `--mint-key`, one token per torrent is minted up
+//! front (the token cache then behaves as with a real fleet); with `--cold N`
+//! as well, N distinct tokens are minted instead and each is sent once, so
+//! every request costs a full signature check.
+//!
+//! Runs stop after `--seconds` (at most 120) and print responses/s, latency
+//! percentiles, errors, the CPU time per response of the process `--pid`
+//! (read from /proc), and one `summary:` line.
 //!
 //! ```sh
 //! cargo build --release --example loadgen
 //! taskset -c 0 target/release/swarmgate serve --config open.toml &
-//! taskset -c 1 target/release/examples/loadgen --target 127.0.0.1:6969 --seconds 20 --pid $!
+//! taskset -c 1 target/release/examples/loadgen udp --seconds 20 --pid $!
 //! ```
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::{Args, Parser, Subcommand};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-struct Options {
-    target: SocketAddr,
-    seconds: u64,
-    sockets: usize,
-    window: usize,
-    torrents: u32,
-    numwant: i32,
-    connect_share: f64,
-    pid: Option<u32>,
-    /// BEP 41 options per torrent, when minting.
-    tokens: Vec<Vec<u8>>,
+#[derive(Parser)]
+#[command(about = "Bounded load generator for swarmgate (benchmarks only)")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
 }
 
-fn mint_tokens(flags: &HashMap<String, String>, torrents: u32) -> Result<Vec<Vec<u8>>, String> {
-    let Some(key_path) = flags.get("mint-key") else {
-        return Ok(Vec::new());
+#[derive(Subcommand)]
+enum Mode {
+    /// BEP 15 load: connect, then announces (and scrapes) reusing the connection id.
+    Udp(Load),
+    /// HTTP announces (and scrapes) over keep-alive connections.
+    Http(Load),
+    /// A UDP responder doing no work (recvmmsg/sendmmsg batches, as the tracker's workers).
+    NoopUdp(Noop),
+    /// An HTTP responder doing no work (axum/hyper, as the tracker's HTTP frontend).
+    NoopHttp(Noop),
+}
+
+#[derive(Args)]
+struct Noop {
+    /// Where to listen (loopback only).
+    #[arg(long, default_value = "127.0.0.1:7969")]
+    listen: SocketAddr,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+}
+
+#[derive(Args, Clone)]
+struct Load {
+    /// The tracker (loopback only). Defaults to port 6969 on 127.0.0.1.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// How long to run, at most 120 s.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    seconds: u64,
+    /// UDP sockets or HTTP connections, each from its own 127.0.x.y address.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// UDP requests in flight per socket.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Torrents announced to.
+    #[arg(long, default_value_t = 10_000)]
+    torrents: u32,
+    /// Zipf exponent of torrent popularity: 0 = uniform, 1 = classic Zipf.
+    #[arg(long, default_value_t = 0.0)]
+    skew: f64,
+    /// Distinct peers per torrent (swarms settle at this size).
+    #[arg(long, default_value_t = 100)]
+    peers: u32,
+    /// Share of each torrent's peers that are seeders.
+    #[arg(long, default_value_t = 0.2)]
+    seeders: f64,
+    /// Peers asked for per announce.
+    #[arg(long, default_value_t = 30)]
+    numwant: i32,
+    /// UDP: share of requests that are connects.
+    #[arg(long, default_value_t = 0.5)]
+    connect_share: f64,
+    /// Share of (non-connect) requests that are scrapes of one torrent.
+    #[arg(long, default_value_t = 0.0)]
+    scrape_share: f64,
+    /// Offered load in requests/s over all connections; 0 = as fast as answered.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Tracker process whose CPU time per response is reported.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Mint tokens with this private key (PEM); ES256 or EdDSA fit one BEP 41 option.
+    #[arg(long, requires_all = ["kid", "issuer"])]
+    mint_key: Option<PathBuf>,
+    /// The key's kid.
+    #[arg(long)]
+    kid: Option<String>,
+    /// The issuer the tracker trusts.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Cold tokens: mint this many distinct tokens, each sent once.
+    #[arg(long, requires = "mint_key")]
+    cold: Option<usize>,
+    /// UDP: BEP 41 URL data of this many bytes without a token, to cost packet size alone.
+    #[arg(long, default_value_t = 0)]
+    pad: usize,
+}
+
+/// What every request draws from: torrents by popularity, peers, tokens.
+struct Workload {
+    load: Load,
+    target: SocketAddr,
+    /// Cumulative popularity, scaled to u64::MAX; empty = uniform.
+    popularity: Vec<u64>,
+    /// One token per torrent (warm), or distinct (torrent, token) pairs used once (cold).
+    tokens: Vec<String>,
+    cold: Vec<(u32, String)>,
+    next_cold: AtomicUsize,
+}
+
+/// One request's content.
+struct Draw<'w> {
+    torrent: u32,
+    peer: u32,
+    scrape: bool,
+    token: Option<&'w str>,
+}
+
+impl Workload {
+    fn new(load: Load, default_connections: usize) -> Result<Self, String> {
+        let target = load
+            .target
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 6969)));
+        if !target.ip().is_loopback() {
+            return Err("loadgen only targets loopback addresses".into());
+        }
+        let mut load = load;
+        load.connections = Some(
+            load.connections
+                .unwrap_or(default_connections)
+                .clamp(1, 4096),
+        );
+        load.window = load.window.clamp(1, 256);
+        load.torrents = load.torrents.max(1);
+        load.peers = load.peers.max(1);
+        let popularity = if load.skew > 0.0 {
+            let weights: Vec<f64> = (1..=load.torrents)
+                .map(|rank| f64::from(rank).powf(-load.skew))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            let mut sum = 0.0;
+            weights
+                .iter()
+                .map(|w| {
+                    sum += w / total;
+                    (sum.min(1.0) * u64::MAX as f64) as u64
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (tokens, cold) = mint(&load)?;
+        Ok(Self {
+            load,
+            target,
+            popularity,
+            tokens,
+            cold,
+            next_cold: AtomicUsize::new(0),
+        })
+    }
+
+    fn connections(&self) -> usize {
+        self.load.connections.unwrap_or(1)
+    }
+
+    /// The next request's content; `None` once the cold token pool is used up.
+    fn draw(&self, rng: &mut SmallRng) -> Option<Draw<'_>> {
+        let scrape = rng.random_bool(self.load.scrape_share.clamp(0.0, 1.0));
+        let peer = rng.random_range(0..self.load.peers);
+        if !self.cold.is_empty() {
+            let (torrent, token) = self
+                .cold
+                .get(self.next_cold.fetch_add(1, Ordering::Relaxed))?;
+            return Some(Draw {
+                torrent: *torrent,
+                peer,
+                scrape,
+                token: Some(token),
+            });
+        }
+        let torrent = if self.popularity.is_empty() {
+            rng.random_range(0..self.load.torrents)
+        } else {
+            let x: u64 = rng.random();
+            self.popularity
+                .partition_point(|&c| c < x)
+                .min(self.popularity.len() - 1) as u32
+        };
+        Some(Draw {
+            torrent,
+            peer,
+            scrape,
+            token: self.tokens.get(torrent as usize).map(String::as_str),
+        })
+    }
+
+    fn left(&self, peer: u32) -> u64 {
+        u64::from(f64::from(peer) >= self.load.seeders * f64::from(self.load.peers))
+    }
+
+    /// Waits until the `n`th request of one connection is due under `--rate`.
+    async fn pace(&self, began: Instant, n: u64) {
+        if self.load.rate > 0 {
+            let per_connection = self.load.rate as f64 / self.connections() as f64;
+            let due = began + Duration::from_secs_f64(n as f64 / per_connection);
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+}
+
+/// Pre-minted tokens: one per torrent (warm), or (torrent, token) pairs each sent once (cold).
+type Minted = (Vec<String>, Vec<(u32, String)>);
+
+fn mint(load: &Load) -> Result<Minted, String> {
+    let (Some(key_path), Some(kid), Some(issuer)) = (&load.mint_key, &load.kid, &load.issuer)
+    else {
+        return Ok((Vec::new(), Vec::new()));
     };
-    let kid = flags.get("kid").ok_or("--mint-key needs --kid")?;
-    let issuer = flags.get("issuer").ok_or("--mint-key needs --issuer")?;
-    let pem = std::fs::read(key_path).map_err(|e| format!("{key_path}: {e}"))?;
+    let pem = std::fs::read(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
     let (key, alg) =
         swarmgate::gateway::mint::signing_key(&pem, None).map_err(|e| e.to_string())?;
     let now = swarmgate::gateway::layer::unix_now();
-    (0..torrents)
-        .map(|torrent| {
-            let spec = swarmgate::gateway::mint::TokenSpec {
-                kid: kid.clone(),
-                issuer: issuer.clone(),
-                audience: None,
-                info_hash: swarmgate::swarm::InfoHash(info_hash(torrent)),
-                ttl: None,
-            };
-            let token =
-                swarmgate::gateway::mint::mint(&key, alg, &spec, now).map_err(|e| e.to_string())?;
-            let url = format!("/announce?jwt={token}");
-            let len = u8::try_from(url.len())
-                .map_err(|_| format!("token too long for one BEP 41 option ({})", url.len()))?;
-            Ok([&[2, len][..], url.as_bytes()].concat())
-        })
-        .collect()
+    let sign = |torrent: u32, age: u64| {
+        let spec = swarmgate::gateway::mint::TokenSpec {
+            kid: kid.clone(),
+            issuer: issuer.clone(),
+            audience: None,
+            info_hash: swarmgate::swarm::InfoHash(info_hash(torrent)),
+            ttl: Some(Duration::from_secs(86_400)),
+        };
+        // A different issue time gives a different `exp`, hence a distinct token.
+        swarmgate::gateway::mint::mint(&key, alg, &spec, now - age).map_err(|e| e.to_string())
+    };
+    let started = Instant::now();
+    let minted = match load.cold {
+        None => (
+            (0..load.torrents)
+                .map(|t| sign(t, 0))
+                .collect::<Result<_, _>>()?,
+            Vec::new(),
+        ),
+        Some(count) => (
+            Vec::new(),
+            (0..count)
+                .map(|i| {
+                    let torrent = i as u32 % load.torrents;
+                    Ok((torrent, sign(torrent, (i / load.torrents as usize) as u64)?))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+    };
+    eprintln!(
+        "minted {} tokens in {:.1} s",
+        minted.0.len() + minted.1.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(minted)
 }
 
 fn info_hash(torrent: u32) -> [u8; 20] {
@@ -74,51 +296,19 @@ fn info_hash(torrent: u32) -> [u8; 20] {
     hash
 }
 
-fn parse() -> Result<Options, String> {
-    let mut flags: HashMap<String, String> = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let name = flag
-            .strip_prefix("--")
-            .ok_or(format!("unexpected {flag}"))?
-            .to_owned();
-        flags.insert(name, args.next().ok_or(format!("{flag} needs a value"))?);
-    }
-    fn get<T: std::str::FromStr>(
-        flags: &HashMap<String, String>,
-        name: &str,
-        default: T,
-    ) -> Result<T, String> {
-        flags.get(name).map_or(Ok(default), |v| {
-            v.parse().map_err(|_| format!("bad --{name} {v}"))
-        })
-    }
-    let target: SocketAddr = get(&flags, "target", SocketAddr::from(([127, 0, 0, 1], 6969)))?;
-    if !target.ip().is_loopback() {
-        return Err("loadgen only targets loopback addresses".into());
-    }
-    let torrents = get(&flags, "torrents", 10_000u32)?.max(1);
-    let mut tokens = mint_tokens(&flags, torrents)?;
-    // --pad N: BEP 41 URL data of N bytes with no token, to measure what packet size alone costs.
-    let pad: usize = get(&flags, "pad", 0usize)?.min(240);
-    if tokens.is_empty() && pad > 0 {
-        let url = format!("/announce?x={}", "a".repeat(pad.saturating_sub(12)));
-        tokens = vec![[&[2, url.len() as u8][..], url.as_bytes()].concat(); torrents as usize];
-    }
-    Ok(Options {
-        tokens,
-        target,
-        seconds: get(&flags, "seconds", 10u64)?.min(120),
-        sockets: get(&flags, "sockets", 16usize)?.clamp(1, 1024),
-        window: get(&flags, "window", 16usize)?.clamp(1, 256),
-        torrents,
-        numwant: get(&flags, "numwant", 30i32)?,
-        connect_share: get(&flags, "connect-share", 0.5f64)?.clamp(0.0, 1.0),
-        pid: flags
-            .get("pid")
-            .map(|p| p.parse().map_err(|_| format!("bad --pid {p}")))
-            .transpose()?,
-    })
+fn peer_id(torrent: u32, peer: u32) -> [u8; 20] {
+    let mut id = *b"-LG0001-000000000000";
+    id[8..12].copy_from_slice(&torrent.to_be_bytes());
+    id[12..16].copy_from_slice(&peer.to_be_bytes());
+    id
+}
+
+/// The source address of connection `index`: 127.0.1.1, 127.0.1.2, ...
+fn source(index: usize) -> SocketAddr {
+    SocketAddr::from((
+        Ipv4Addr::new(127, 0, 1 + (index / 250) as u8, 1 + (index % 250) as u8),
+        0,
+    ))
 }
 
 #[derive(Default)]
@@ -129,6 +319,25 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
+impl Tally {
+    fn record(&mut self, sent: Instant, error: bool) {
+        if error {
+            self.errors += 1;
+        } else {
+            self.responses += 1;
+        }
+        self.latencies_us
+            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.responses += other.responses;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -137,53 +346,70 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-fn connect_packet(transaction: u32) -> [u8; 16] {
-    let mut p = [0u8; 16];
-    p[..8].copy_from_slice(&0x0417_2710_1980u64.to_be_bytes());
-    p[12..].copy_from_slice(&transaction.to_be_bytes());
-    p
+const CONNECT_MAGIC: u64 = 0x0417_2710_1980;
+
+fn connect_packet(out: &mut Vec<u8>, transaction: u32) {
+    out.extend_from_slice(&CONNECT_MAGIC.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&transaction.to_be_bytes());
 }
 
-fn announce_packet(
+fn udp_request(
+    out: &mut Vec<u8>,
+    workload: &Workload,
+    draw: &Draw,
     connection: u64,
     transaction: u32,
-    torrent: u32,
-    peer: u32,
-    numwant: i32,
     port: u16,
-    options: &[u8],
-) -> Vec<u8> {
-    let mut p = vec![0u8; 98];
-    p[..8].copy_from_slice(&connection.to_be_bytes());
-    p[8..12].copy_from_slice(&1u32.to_be_bytes());
-    p[12..16].copy_from_slice(&transaction.to_be_bytes());
-    p[16..36].copy_from_slice(&info_hash(torrent));
-    p[36..40].copy_from_slice(&peer.to_be_bytes());
-    p[64..72].copy_from_slice(&u64::from(peer % 2).to_be_bytes()); // left: half seeders
-    p[92..96].copy_from_slice(&numwant.to_be_bytes());
-    p[96..98].copy_from_slice(&port.to_be_bytes());
-    p.extend_from_slice(options);
-    p
+) {
+    out.extend_from_slice(&connection.to_be_bytes());
+    if draw.scrape {
+        out.extend_from_slice(&2u32.to_be_bytes());
+        out.extend_from_slice(&transaction.to_be_bytes());
+        out.extend_from_slice(&info_hash(draw.torrent));
+        return;
+    }
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.extend_from_slice(&transaction.to_be_bytes());
+    out.extend_from_slice(&info_hash(draw.torrent));
+    out.extend_from_slice(&peer_id(draw.torrent, draw.peer));
+    out.extend_from_slice(&[0; 8]); // downloaded
+    out.extend_from_slice(&workload.left(draw.peer).to_be_bytes());
+    out.extend_from_slice(&[0; 8]); // uploaded
+    out.extend_from_slice(&[0; 4]); // event: none
+    out.extend_from_slice(&[0; 4]); // ip: the source
+    out.extend_from_slice(&draw.peer.to_be_bytes()); // key
+    out.extend_from_slice(&workload.load.numwant.to_be_bytes());
+    out.extend_from_slice(&port.to_be_bytes());
+    if let Some(token) = draw.token {
+        let url = format!("/announce?jwt={token}");
+        out.push(2);
+        out.push(url.len().min(255) as u8);
+        out.extend_from_slice(&url.as_bytes()[..url.len().min(255)]);
+    } else if workload.load.pad > 0 {
+        let len = workload.load.pad.min(255);
+        out.push(2);
+        out.push(len as u8);
+        out.extend(std::iter::repeat_n(b'a', len));
+    }
 }
 
-async fn drive(index: usize, options: std::sync::Arc<Options>, deadline: Instant) -> Tally {
-    let source = SocketAddr::from((
-        Ipv4Addr::new(127, 0, 1 + (index / 250) as u8, 1 + (index % 250) as u8),
-        0,
-    ));
-    let Ok(socket) = UdpSocket::bind(source).await else {
-        return Tally::default();
+async fn drive_udp(index: usize, workload: Arc<Workload>, deadline: Instant) -> Tally {
+    let mut tally = Tally::default();
+    let Ok(socket) = UdpSocket::bind(source(index)).await else {
+        return tally;
     };
     let port = socket.local_addr().map(|a| a.port()).unwrap_or(1);
+    let target = workload.target;
+    let window = workload.load.window;
     let mut rng = SmallRng::seed_from_u64(index as u64);
-    let mut tally = Tally::default();
     let mut buf = [0u8; 2048];
-    // Get a first connection id.
+    let mut packet = Vec::with_capacity(512);
     let mut connection = 0u64;
     while connection == 0 && Instant::now() < deadline {
-        let _ = socket
-            .send_to(&connect_packet(u32::MAX), options.target)
-            .await;
+        packet.clear();
+        connect_packet(&mut packet, u32::MAX);
+        let _ = socket.send_to(&packet, target).await;
         if let Ok(Ok(len)) =
             tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await
             && len >= 16
@@ -191,89 +417,186 @@ async fn drive(index: usize, options: std::sync::Arc<Options>, deadline: Instant
             connection = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
         }
     }
-    let mut sent_at = vec![Instant::now(); options.window];
-    let mut next = 0u32;
-    let send = |next: u32, rng: &mut SmallRng, connection: u64| {
-        if rng.random_bool(options.connect_share) {
-            connect_packet(next).to_vec()
-        } else {
-            let torrent = rng.random_range(0..options.torrents);
-            let peer = rng.random_range(0..u32::MAX);
-            let token = options
-                .tokens
-                .get(torrent as usize)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            announce_packet(
-                connection,
-                next,
-                torrent,
-                peer,
-                options.numwant,
-                port,
-                token,
-            )
-        }
-    };
-    for _ in 0..options.window {
-        let packet = send(next, &mut rng, connection);
-        sent_at[next as usize % options.window] = Instant::now();
-        let _ = socket.send_to(&packet, options.target).await;
-        next += 1;
-    }
+    let began = Instant::now();
+    let mut sent_at = vec![began; window];
+    let mut sent = 0u64;
+    let mut in_flight = 0usize;
     while Instant::now() < deadline {
+        // Fill the window, then wait for one reply.
+        while in_flight < window {
+            workload.pace(began, sent).await;
+            packet.clear();
+            let transaction = sent as u32;
+            if rng.random_bool(workload.load.connect_share.clamp(0.0, 1.0)) {
+                connect_packet(&mut packet, transaction);
+            } else {
+                let Some(draw) = workload.draw(&mut rng) else {
+                    return tally;
+                };
+                udp_request(&mut packet, &workload, &draw, connection, transaction, port);
+            }
+            sent_at[transaction as usize % window] = Instant::now();
+            let _ = socket.send_to(&packet, target).await;
+            sent += 1;
+            in_flight += 1;
+        }
         match tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await {
             Ok(Ok(len)) if len >= 8 => {
                 let action = u32::from_be_bytes(buf[0..4].try_into().unwrap_or_default());
                 let transaction = u32::from_be_bytes(buf[4..8].try_into().unwrap_or_default());
-                if action == 3 {
-                    tally.errors += 1;
-                } else {
-                    tally.responses += 1;
-                }
                 if action == 0 && len >= 16 {
                     connection = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
                 }
-                let elapsed = sent_at[transaction as usize % options.window].elapsed();
-                tally
-                    .latencies_us
-                    .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+                tally.record(sent_at[transaction as usize % window], action == 3);
+                in_flight = in_flight.saturating_sub(1);
             }
-            Ok(_) => continue,
-            Err(_) => tally.timeouts += 1, // lost packets: refill the window
+            Ok(_) => {}
+            Err(_) => {
+                // Lost packets: refill the window.
+                tally.timeouts += 1;
+                in_flight = 0;
+            }
         }
-        let packet = send(next, &mut rng, connection);
-        sent_at[next as usize % options.window] = Instant::now();
-        let _ = socket.send_to(&packet, options.target).await;
-        next = next.wrapping_add(1);
     }
     tally
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
-    let options = match parse() {
-        Ok(options) => std::sync::Arc::new(options),
-        Err(error) => {
-            eprintln!("loadgen: {error}");
-            return std::process::ExitCode::FAILURE;
+fn push_percent_encoded(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+}
+
+fn http_request(out: &mut Vec<u8>, workload: &Workload, draw: &Draw, port: u16) {
+    out.extend_from_slice(if draw.scrape {
+        b"GET /scrape?info_hash="
+    } else {
+        b"GET /announce?info_hash="
+    });
+    push_percent_encoded(out, &info_hash(draw.torrent));
+    if !draw.scrape {
+        out.extend_from_slice(b"&peer_id=");
+        push_percent_encoded(out, &peer_id(draw.torrent, draw.peer));
+        let rest = format!(
+            "&port={port}&uploaded=0&downloaded=0&left={}&compact=1&numwant={}",
+            workload.left(draw.peer),
+            workload.load.numwant
+        );
+        out.extend_from_slice(rest.as_bytes());
+    }
+    if let Some(token) = draw.token {
+        out.extend_from_slice(b"&jwt=");
+        out.extend_from_slice(token.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+}
+
+/// Reads one HTTP/1.1 response; `Ok(true)` when it is a 200 without a `failure reason`.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let (head_end, body_len) = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let body_len = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end + 4, body_len);
         }
     };
+    while buf.len() < head_end + body_len {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let ok_status = buf.starts_with(b"HTTP/1.1 200");
+    let failed = buf[head_end..].windows(14).any(|w| w == b"failure reason");
+    Ok(ok_status && !failed)
+}
+
+async fn drive_http(index: usize, workload: Arc<Workload>, deadline: Instant) -> Tally {
+    let mut tally = Tally::default();
+    let connect = async {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(source(index))?;
+        socket.connect(workload.target).await
+    };
+    let Ok(mut stream) = connect.await else {
+        tally.errors += 1;
+        return tally;
+    };
+    let _ = stream.set_nodelay(true);
+    let port = 10_000 + index as u16;
+    let mut rng = SmallRng::seed_from_u64(index as u64);
+    let mut request = Vec::with_capacity(1024);
+    let mut response = Vec::with_capacity(4096);
     let began = Instant::now();
-    let deadline = began + Duration::from_secs(options.seconds);
-    let cpu_before = options.pid.and_then(cpu_ticks);
-    let tasks: Vec<_> = (0..options.sockets)
-        .map(|i| tokio::spawn(drive(i, options.clone(), deadline)))
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        workload.pace(began, n).await;
+        n += 1;
+        let Some(draw) = workload.draw(&mut rng) else {
+            break;
+        };
+        request.clear();
+        http_request(&mut request, &workload, &draw, port);
+        let sent = Instant::now();
+        if stream.write_all(&request).await.is_err() {
+            tally.errors += 1;
+            break;
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            read_response(&mut stream, &mut response),
+        )
+        .await
+        {
+            Ok(Ok(ok)) => tally.record(sent, !ok),
+            Ok(Err(_)) => {
+                tally.errors += 1;
+                break;
+            }
+            Err(_) => {
+                tally.timeouts += 1;
+                break;
+            }
+        }
+    }
+    tally
+}
+
+async fn run_load(udp: bool, load: Load) -> Result<(), String> {
+    let workload = Arc::new(Workload::new(load, if udp { 16 } else { 128 })?);
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(workload.load.seconds);
+    let pid = workload.load.pid;
+    let cpu_before = pid.and_then(cpu_ticks);
+    let tasks: Vec<_> = (0..workload.connections())
+        .map(|i| {
+            if udp {
+                tokio::spawn(drive_udp(i, workload.clone(), deadline))
+            } else {
+                tokio::spawn(drive_http(i, workload.clone(), deadline))
+            }
+        })
         .collect();
     let mut total = Tally::default();
     for task in tasks {
         if let Ok(tally) = task.await {
-            total.responses += tally.responses;
-            total.errors += tally.errors;
-            total.timeouts += tally.timeouts;
-            total.latencies_us.extend(tally.latencies_us);
+            total.add(tally);
         }
     }
+    let cpu_after = pid.and_then(cpu_ticks);
     let elapsed = began.elapsed().as_secs_f64();
     total.latencies_us.sort_unstable();
     let pct = |p: f64| {
@@ -284,9 +607,10 @@ async fn main() -> std::process::ExitCode {
             total.latencies_us[((n as f64 * p) as usize).min(n - 1)]
         }
     };
+    let protocol = if udp { "udp" } else { "http" };
     let rate = total.responses as f64 / elapsed;
     println!(
-        "responses {} in {elapsed:.1} s: {rate:.0}/s; errors {}; timeouts {}",
+        "{protocol}: {} responses in {elapsed:.1} s: {rate:.0}/s; errors {}; timeouts {}",
         total.responses, total.errors, total.timeouts
     );
     println!(
@@ -295,20 +619,104 @@ async fn main() -> std::process::ExitCode {
         pct(0.99),
         pct(0.999)
     );
-    let cpu = match (options.pid, cpu_before, options.pid.and_then(cpu_ticks)) {
-        (Some(_), Some(before), Some(after)) if total.responses > 0 => {
-            // Linux reports process CPU time in clock ticks of 10 ms (USER_HZ = 100).
+    let answered = total.responses + total.errors;
+    let cpu = match (cpu_before, cpu_after) {
+        // Linux reports process CPU time in clock ticks of 10 ms (USER_HZ = 100).
+        (Some(before), Some(after)) if answered > 0 => {
             let seconds = (after - before) as f64 / 100.0;
-            Some(seconds * 1e6 / total.responses as f64)
+            format!(
+                ", tracker CPU {:.2} µs/response ({:.0}% of a core)",
+                seconds * 1e6 / answered as f64,
+                seconds * 100.0 / elapsed
+            )
         }
-        _ => None,
+        _ => String::new(),
     };
-    match cpu {
-        Some(us) => println!(
-            "summary: udp {rate:.0} responses/s, p99 {} µs, tracker CPU {us:.2} µs/response",
-            pct(0.99)
-        ),
-        None => println!("summary: udp {rate:.0} responses/s, p99 {} µs", pct(0.99)),
+    println!(
+        "summary: {protocol} {rate:.0} responses/s, errors {}, p50 {} µs, p99 {} µs, p999 {} µs{cpu}",
+        total.errors,
+        pct(0.5),
+        pct(0.99),
+        pct(0.999)
+    );
+    Ok(())
+}
+
+/// Answers connects with a connect reply, announces with 30 (zero) peers,
+/// scrapes with zero counts: the tracker's reply sizes, none of its work.
+fn noop_udp(noop: &Noop) -> std::io::Result<()> {
+    let socket = std::net::UdpSocket::bind(noop.listen)?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = Instant::now() + Duration::from_secs(noop.seconds);
+    swarmgate::frontend::udp_batch::serve_batches(
+        &socket,
+        || Instant::now() >= deadline,
+        |packet, _from, out| {
+            if packet.len() < 16 {
+                return;
+            }
+            let action = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+            out.extend_from_slice(&action.min(3).to_be_bytes());
+            out.extend_from_slice(&packet[12..16]);
+            match action {
+                0 => out.extend_from_slice(&packet[..8]),
+                1 => out.resize(20 + 30 * 6, 0),
+                2 => out.resize(20, 0),
+                _ => out.extend_from_slice(b"unknown"),
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Answers every request with a compact announce reply of 30 peers.
+async fn noop_http(noop: &Noop) -> std::io::Result<()> {
+    let mut body = b"d8:completei0e10:incompletei0e8:intervali1800e5:peers180:".to_vec();
+    body.extend_from_slice(&[0; 180]);
+    body.push(b'e');
+    let body = axum::body::Bytes::from(body);
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { ([("content-type", "text/plain")], body) }
+    });
+    let listener = tokio::net::TcpListener::bind(noop.listen).await?;
+    let stop = tokio::time::sleep(Duration::from_secs(noop.seconds));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match &cli.mode {
+        // The no-work HTTP responder runs like the tracker: a multi-thread runtime.
+        Mode::NoopHttp(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.mode {
+        Mode::Udp(load) => runtime.block_on(run_load(true, load)),
+        Mode::Http(load) => runtime.block_on(run_load(false, load)),
+        Mode::NoopUdp(noop) => noop_udp(&noop).map_err(|e| e.to_string()),
+        Mode::NoopHttp(noop) => runtime
+            .block_on(noop_http(&noop))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    std::process::ExitCode::SUCCESS
 }

@@ -197,9 +197,50 @@ fn serve(
     runtime: &tokio::runtime::Handle,
     stopped: &watch::Receiver<bool>,
 ) {
-    let mut batch = Batch::new();
     let mut context = Context::from_waker(Waker::noop());
-    while !stopping(stopped) {
+    serve_batches(
+        socket,
+        || stopping(stopped),
+        |packet, from, out| match frontend.begin(packet, from, out) {
+            Step::Done => {}
+            Step::Call(request, pending) => {
+                let mut answer = frontend.service.clone().oneshot(request);
+                match Pin::new(&mut answer).poll(&mut context) {
+                    Poll::Ready(result) => frontend.finish(pending, result, out),
+                    Poll::Pending => {
+                        let frontend = frontend.clone();
+                        let socket = socket.clone();
+                        runtime.spawn(async move {
+                            let from = pending.from;
+                            let result = answer.await;
+                            let mut out = Vec::new();
+                            frontend.finish(pending, result, &mut out);
+                            if !out.is_empty()
+                                && let Err(error) = socket.send_to(&out, from)
+                            {
+                                tracing::debug!(%error, %from, "UDP send failed");
+                            }
+                        });
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Serves `socket` in batches until `stop()` says so (checked after every
+/// batch, and while idle once per the socket's read timeout, which the caller
+/// sets): `handle` writes the
+/// reply to each packet into its buffer, or leaves it empty for none. The
+/// tracker's workers and the load generator's no-work responder share this
+/// loop, so the responder measures exactly the system-call floor under them.
+pub fn serve_batches(
+    socket: &UdpSocket,
+    stop: impl Fn() -> bool,
+    mut handle: impl FnMut(&[u8], SocketAddr, &mut Vec<u8>),
+) {
+    let mut batch = Batch::new();
+    while !stop() {
         let received = match batch.receive(socket) {
             Ok(received) => received,
             Err(error)
@@ -225,35 +266,10 @@ fn serve(
                 continue;
             };
             let len = (batch.headers[i].msg_len as usize).min(BUFFER);
-            let packet = &batch.packets[i][..len];
             let out = &mut batch.replies[replies];
             out.clear();
-            match frontend.begin(packet, from, out) {
-                Step::Done => {}
-                Step::Call(request, pending) => {
-                    let mut answer = frontend.service.clone().oneshot(request);
-                    match Pin::new(&mut answer).poll(&mut context) {
-                        Poll::Ready(result) => frontend.finish(pending, result, out),
-                        Poll::Pending => {
-                            let frontend = frontend.clone();
-                            let socket = socket.clone();
-                            runtime.spawn(async move {
-                                let from = pending.from;
-                                let result = answer.await;
-                                let mut out = Vec::new();
-                                frontend.finish(pending, result, &mut out);
-                                if !out.is_empty()
-                                    && let Err(error) = socket.send_to(&out, from)
-                                {
-                                    tracing::debug!(%error, %from, "UDP send failed");
-                                }
-                            });
-                            continue;
-                        }
-                    }
-                }
-            }
-            if !batch.replies[replies].is_empty() {
+            handle(&batch.packets[i][..len], from, out);
+            if !out.is_empty() {
                 batch.destinations.push(SockAddr::from(from));
                 replies += 1;
             }
