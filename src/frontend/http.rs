@@ -135,7 +135,7 @@ async fn scrape(
                 kind: RequestKind::Scrape(ScrapeRequest {
                     info_hashes: parsed.info_hashes.into_iter().map(InfoHash).collect(),
                 }),
-                token: token(query, &headers),
+                token: token(query::jwt(query), &headers),
             };
             match state.service.clone().oneshot(request).await {
                 Ok(TrackerResponse::Scrape(response)) => {
@@ -212,7 +212,7 @@ fn build_announce(
                     with_peer_ids: true,
                 },
         }),
-        token: token(query, headers),
+        token: token(parsed.jwt.map(query::token_text), headers),
     };
     Ok((request, format))
 }
@@ -226,9 +226,9 @@ fn claimed_ip(parsed: &AnnounceQuery<'_>) -> Option<IpAddr> {
 }
 
 /// The bearer token: the `jwt` parameter, else an `Authorization: Bearer` header.
-fn token(query: &[u8], headers: &HeaderMap) -> Option<String> {
-    if let Some(token) = query::jwt(query) {
-        return Some(token);
+fn token(from_query: Option<String>, headers: &HeaderMap) -> Option<String> {
+    if from_query.is_some() {
+        return from_query;
     }
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

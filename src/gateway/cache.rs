@@ -4,24 +4,25 @@
 //! Keyed by the SHA-256 of the whole token (collision-proof, and 32 bytes
 //! instead of ~600), sharded so that announces on different cores rarely
 //! share a lock. A hit skips the signature, never the expiry or infohash checks.
-
-use std::num::NonZeroUsize;
+//!
+//! Eviction is generational rather than a linked-list LRU: each shard keeps a
+//! current and a previous table; new tokens go into the current one, a hit in
+//! the previous one moves the token forward, and when the current table is
+//! full the previous one is dropped whole. A token survives as long as it is
+//! used once per generation, and a hit is one probe of an open-addressing table
+//! holding the digest inline: one cache line, where the `lru` crate's table of
+//! pointers to list nodes cost two dependent misses (measured under HTTP load:
+//! the node's key compare was 70% of the lookup, 3% of an announce).
 
 use aws_lc_rs::digest::{SHA256, digest};
-use lru::LruCache;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use super::keys::KeySet;
 use super::token::Approval;
 
+/// Independently locked parts of the cache.
 const SHARDS: usize = 16;
-
-/// A hit moves its entry to the front only if it has not moved there within
-/// this many seconds. A full LRU `get` (list surgery on every hit) was 4.4% of
-/// the UDP tracker's CPU with cached tokens, and one layer's token is shared by
-/// every agent pulling it; pacing keeps eviction least-recently-used to within
-/// these seconds, far below any announce interval.
-const PROMOTE_AFTER_SECS: u64 = 10;
 
 /// The digest a token is cached under.
 pub type TokenDigest = [u8; 32];
@@ -33,88 +34,125 @@ pub fn token_digest(token: &str) -> TokenDigest {
     out
 }
 
-/// A cached approval and when (Unix seconds) its entry last moved to the front.
-struct Entry {
-    approval: Approval,
-    promoted_at: u64,
+/// The table hash of a digest: SHA-256 output is already uniform.
+fn table_hash(key: &TokenDigest) -> u64 {
+    u64::from_le_bytes([
+        key[8], key[9], key[10], key[11], key[12], key[13], key[14], key[15],
+    ])
 }
 
-type Shard = Mutex<LruCache<TokenDigest, Entry>>;
+type Table = HashTable<(TokenDigest, Approval)>;
 
-/// A bounded LRU of verified tokens.
+/// One shard: the current generation and the one before it.
+#[derive(Default)]
+struct Generations {
+    current: Table,
+    previous: Table,
+}
+
+impl Generations {
+    fn find(table: &Table, key: &TokenDigest) -> Option<Approval> {
+        table
+            .find(table_hash(key), |(k, _)| k == key)
+            .map(|(_, approval)| approval.clone())
+    }
+
+    fn take(table: &mut Table, key: &TokenDigest) -> Option<Approval> {
+        table
+            .find_entry(table_hash(key), |(k, _)| k == key)
+            .ok()
+            .map(|entry| entry.remove().0.1)
+    }
+
+    /// Adds to the current generation, first retiring a full one.
+    fn put(&mut self, key: TokenDigest, approval: Approval, generation: usize) {
+        if self.current.len() >= generation {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current
+            .insert_unique(table_hash(&key), (key, approval), |(k, _)| table_hash(k));
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// A bounded cache of verified tokens.
 pub struct TokenCache {
     /// `None` when caching is off.
-    shards: Option<Box<[Shard]>>,
+    shards: Option<Box<[Mutex<Generations>]>>,
+    /// Most entries in one generation of one shard (so at most twice this per shard).
+    generation: usize,
 }
 
 impl TokenCache {
-    /// A cache holding about `capacity` tokens; 0 disables caching.
+    /// A cache holding at most about `capacity` tokens; 0 disables caching.
     pub fn new(capacity: usize) -> Self {
-        let per_shard = capacity.div_ceil(SHARDS);
-        let shards = NonZeroUsize::new(per_shard).map(|per_shard| {
+        let generation = capacity.div_ceil(2 * SHARDS);
+        // Tables grow with the tokens in use rather than being sized for the
+        // capacity up front: a few thousand live tokens then fit in a few
+        // cache-friendly kilobytes instead of being spread over megabytes.
+        let shards = (generation > 0).then(|| {
             (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .map(|_| Mutex::new(Generations::default()))
                 .collect()
         });
-        Self { shards }
+        Self { shards, generation }
     }
 
-    fn shard(&self, key: &TokenDigest) -> Option<&Shard> {
+    fn shard(&self, key: &TokenDigest) -> Option<&Mutex<Generations>> {
         self.shards
             .as_ref()
             .map(|shards| &shards[key[0] as usize % shards.len()])
     }
 
-    /// The approval cached for this token, if any, at `now` (Unix seconds).
-    pub fn get(&self, key: &TokenDigest, now: u64) -> Option<Approval> {
+    /// The approval cached for this token, if any.
+    pub fn get(&self, key: &TokenDigest) -> Option<Approval> {
         let mut shard = self.shard(key)?.lock();
-        let entry = shard.peek_mut(key)?;
-        let approval = entry.approval.clone();
-        if now >= entry.promoted_at.saturating_add(PROMOTE_AFTER_SECS) {
-            entry.promoted_at = now;
-            shard.promote(key);
+        if let Some(approval) = Generations::find(&shard.current, key) {
+            return Some(approval);
         }
+        // Still in use: carry it into the current generation.
+        let approval = Generations::take(&mut shard.previous, key)?;
+        shard.put(*key, approval.clone(), self.generation);
         Some(approval)
     }
 
-    /// Remembers a verified token at `now` (Unix seconds).
-    pub fn insert(&self, key: TokenDigest, approval: Approval, now: u64) {
+    /// Remembers a verified token.
+    pub fn insert(&self, key: TokenDigest, approval: Approval) {
         if let Some(shard) = self.shard(&key) {
-            shard.lock().put(
-                key,
-                Entry {
-                    approval,
-                    promoted_at: now,
-                },
-            );
+            let mut shard = shard.lock();
+            if let Some((_, cached)) = shard.current.find_mut(table_hash(&key), |(k, _)| *k == key)
+            {
+                *cached = approval;
+                return;
+            }
+            Generations::take(&mut shard.previous, &key);
+            shard.put(key, approval, self.generation);
         }
     }
 
-    /// Drops every approval signed by a key that is not in `keys`.
+    /// Drops every approval signed by a key that is not in `keys`; returns how many.
     pub fn retain_keys(&self, keys: &KeySet) -> usize {
         let mut removed = 0;
         for shard in self.shards.iter().flat_map(|s| s.iter()) {
             let mut shard = shard.lock();
-            let stale: Vec<TokenDigest> = shard
-                .iter()
-                .filter(|(_, entry)| {
-                    entry
-                        .approval
-                        .kid
-                        .as_deref()
-                        .is_some_and(|kid| !keys.contains(kid))
-                })
-                .map(|(digest, _)| *digest)
-                .collect();
-            for digest in stale {
-                shard.pop(&digest);
-                removed += 1;
-            }
+            let before = shard.len();
+            let keep = |(_, approval): &mut (TokenDigest, Approval)| {
+                !approval
+                    .kid
+                    .as_deref()
+                    .is_some_and(|kid| !keys.contains(kid))
+            };
+            shard.current.retain(keep);
+            shard.previous.retain(keep);
+            removed += before - shard.len();
         }
         removed
     }
 
-    /// How many tokens are cached.
+    /// Tokens cached now.
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -123,7 +161,7 @@ impl TokenCache {
             .sum()
     }
 
-    /// Whether nothing is cached.
+    /// Whether no token is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -151,12 +189,11 @@ mod tests {
             cache.insert(
                 token_digest(&n.to_string()),
                 approval(if n % 2 == 0 { "even" } else { "odd" }),
-                0,
             );
         }
         assert!(cache.len() <= 32, "bounded: {}", cache.len());
-        assert_eq!(cache.get(&token_digest("99"), 0), Some(approval("odd")));
-        assert_eq!(cache.get(&token_digest("nope"), 0), None);
+        assert_eq!(cache.get(&token_digest("99")), Some(approval("odd")));
+        assert_eq!(cache.get(&token_digest("nope")), None);
 
         let removed = cache.retain_keys(&KeySet::default());
         assert!(removed > 0);
@@ -169,22 +206,23 @@ mod tests {
         // and a new token every second.
         let cache = TokenCache::new(16 * 32);
         let hot = token_digest("hot");
-        cache.insert(hot, approval("k"), 0);
-        for now in 0..20_000u64 {
+        cache.insert(hot, approval("k"));
+        for n in 0..20_000u64 {
             assert!(
-                cache.get(&hot, now).is_some(),
-                "the token in use was evicted after {now} inserts"
+                cache.get(&hot).is_some(),
+                "the token in use was evicted after {n} inserts"
             );
-            cache.insert(token_digest(&format!("cold-{now}")), approval("k"), now);
+            cache.insert(token_digest(&format!("cold-{n}")), approval("k"));
+            assert!(cache.len() <= 16 * 32, "bounded: {}", cache.len());
         }
         // A token nobody uses any more does go.
-        assert!(cache.get(&token_digest("cold-0"), 20_000).is_none());
+        assert!(cache.get(&token_digest("cold-0")).is_none());
     }
 
     #[test]
     fn zero_capacity_disables() {
         let cache = TokenCache::new(0);
-        cache.insert(token_digest("a"), approval("k"), 0);
-        assert_eq!(cache.get(&token_digest("a"), 0), None);
+        cache.insert(token_digest("a"), approval("k"));
+        assert_eq!(cache.get(&token_digest("a")), None);
     }
 }

@@ -215,7 +215,7 @@ impl Gateway {
             return Quick::Done(Err(error));
         }
         let digest = cache::token_digest(token);
-        if let Some(approval) = self.cache.get(&digest, now) {
+        if let Some(approval) = self.cache.get(&digest) {
             self.metrics.cache_hits.increment(1);
             return Quick::Done(
                 approval
@@ -255,7 +255,7 @@ impl Gateway {
             }
         };
         if let Ok(approval) = &result {
-            self.cache.insert(digest, approval.clone(), now);
+            self.cache.insert(digest, approval.clone());
         }
         Quick::Done(result)
     }

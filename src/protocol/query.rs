@@ -87,6 +87,9 @@ pub struct AnnounceQuery<'a> {
     pub ipv4: Option<Ipv4Addr>,
     /// `ipv6` (BEP 7).
     pub ipv6: Option<Ipv6Addr>,
+    /// The first `jwt` parameter, still percent-encoded (see [`token_text`]):
+    /// found in the same pass, so the token costs no second scan of the query.
+    pub jwt: Option<&'a [u8]>,
 }
 
 /// A parsed scrape query: the infohashes asked about, in order.
@@ -117,11 +120,18 @@ pub fn param<'a>(query: &'a [u8], name: &str) -> Option<Cow<'a, [u8]>> {
 /// The `jwt` parameter as text. Bytes that are not UTF-8 are replaced rather
 /// than dropped, so a garbled token is refused as malformed, not as missing.
 pub fn jwt(query: &[u8]) -> Option<String> {
-    let value = param(query, "jwt")?;
-    Some(match std::str::from_utf8(&value) {
+    pairs(query)
+        .find(|(key, _)| *key == b"jwt")
+        .map(|(_, value)| token_text(value))
+}
+
+/// A raw (percent-encoded) `jwt` value as text, decoded as [`jwt`] does.
+pub fn token_text(raw: &[u8]) -> String {
+    let value = decoded(raw);
+    match std::str::from_utf8(&value) {
         Ok(text) => text.to_owned(),
         Err(_) => String::from_utf8_lossy(&value).into_owned(),
-    })
+    }
 }
 
 /// Parses an announce query.
@@ -148,6 +158,7 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceQuery<'_>, QueryError> {
         ip: None,
         ipv4: None,
         ipv6: None,
+        jwt: None,
     };
     // The first occurrence of a parameter wins, as in most trackers.
     for (name, value) in pairs(query) {
@@ -171,6 +182,7 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceQuery<'_>, QueryError> {
             b"ip" => parsed.ip = parse_ip(value),
             b"ipv4" => parsed.ipv4 = parse_ip(value),
             b"ipv6" => parsed.ipv6 = parse_ip(value),
+            b"jwt" if parsed.jwt.is_none() => parsed.jwt = Some(value),
             _ => {}
         }
     }
@@ -385,7 +397,12 @@ mod tests {
         assert_eq!(parsed.ipv6, Some("2001:db8::1".parse().expect("v6")));
         assert_eq!(param(query, "jwt").as_deref(), Some(&b"tok"[..]));
         assert_eq!(jwt(query).as_deref(), Some("tok"));
+        assert_eq!(parsed.jwt.map(token_text).as_deref(), Some("tok"));
         assert_eq!(jwt(b"jwt=a%2Eb%FF").as_deref(), Some("a.b\u{FFFD}"));
+        // The pass that parses the announce keeps the first token, as `jwt` does.
+        let twice = [&query[..], b"&jwt=second"].concat();
+        let parsed = parse_announce(&twice).expect("parses");
+        assert_eq!(parsed.jwt, Some(&b"tok"[..]));
         assert_eq!(param(query, "absent"), None);
     }
 
