@@ -140,10 +140,7 @@ impl TokenCache {
             let mut shard = shard.lock();
             let before = shard.len();
             let keep = |(_, approval): &mut (TokenDigest, Approval)| {
-                !approval
-                    .kid
-                    .as_deref()
-                    .is_some_and(|kid| !keys.contains(kid))
+                approval.kid.as_deref().is_none_or(|kid| keys.contains(kid))
             };
             shard.current.retain(keep);
             shard.previous.retain(keep);
