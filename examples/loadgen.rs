@@ -149,7 +149,8 @@ struct Draw<'w> {
 }
 
 impl Workload {
-    fn new(load: Load, default_connections: usize) -> Result<Self, String> {
+    fn new(load: Load, udp: bool) -> Result<Self, String> {
+        let default_connections = if udp { 16 } else { 128 };
         let target = load
             .target
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 6969)));
@@ -181,7 +182,7 @@ impl Workload {
         } else {
             Vec::new()
         };
-        let (tokens, cold) = mint(&load)?;
+        let (tokens, cold) = mint(&load, udp)?;
         Ok(Self {
             load,
             target,
@@ -231,12 +232,24 @@ impl Workload {
         u64::from(f64::from(peer) >= self.load.seeders * f64::from(self.load.peers))
     }
 
-    /// Waits until the `n`th request of one connection is due under `--rate`.
-    async fn pace(&self, began: Instant, n: u64) {
-        if self.load.rate > 0 {
-            let per_connection = self.load.rate as f64 / self.connections() as f64;
-            let due = began + Duration::from_secs_f64(n as f64 / per_connection);
-            tokio::time::sleep_until(due.into()).await;
+    /// When the `n`th request of one connection is due under `--rate`
+    /// (connections offset evenly, so the offered load is smooth).
+    fn due(&self, began: Instant, connection: usize, n: u64) -> Instant {
+        if self.load.rate == 0 {
+            return began;
+        }
+        let per_connection = self.load.rate as f64 / self.connections() as f64;
+        let offset = connection as f64 / self.connections() as f64;
+        began + Duration::from_secs_f64((n as f64 + offset) / per_connection)
+    }
+
+    /// Waits until `due`. Spins (yielding to the other connections) rather
+    /// than sleeping: tokio's timer has millisecond ticks, which would send in
+    /// bursts and measure the bursts' queueing instead of the tracker. The
+    /// load generator has a core of its own.
+    async fn wait_until(due: Instant) {
+        while Instant::now() < due {
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -244,7 +257,7 @@ impl Workload {
 /// Pre-minted tokens: one per torrent (warm), or (torrent, token) pairs each sent once (cold).
 type Minted = (Vec<String>, Vec<(u32, String)>);
 
-fn mint(load: &Load) -> Result<Minted, String> {
+fn mint(load: &Load, udp: bool) -> Result<Minted, String> {
     let (Some(key_path), Some(kid), Some(issuer)) = (&load.mint_key, &load.kid, &load.issuer)
     else {
         return Ok((Vec::new(), Vec::new()));
@@ -253,22 +266,31 @@ fn mint(load: &Load) -> Result<Minted, String> {
     let (key, alg) =
         swarmgate::gateway::mint::signing_key(&pem, None).map_err(|e| e.to_string())?;
     let now = swarmgate::gateway::layer::unix_now();
-    let sign = |torrent: u32, age: u64| {
+    let sign = |torrent: u32, age: Option<u64>| {
         let spec = swarmgate::gateway::mint::TokenSpec {
             kid: kid.clone(),
             issuer: issuer.clone(),
             audience: None,
             info_hash: swarmgate::swarm::InfoHash(info_hash(torrent)),
-            ttl: Some(Duration::from_secs(86_400)),
+            // Warm tokens carry no `exp`, as Quay's; cold ones need one to be
+            // distinct (a different issue time gives a different `exp`).
+            ttl: age.map(|_| Duration::from_secs(86_400)),
         };
-        // A different issue time gives a different `exp`, hence a distinct token.
-        swarmgate::gateway::mint::mint(&key, alg, &spec, now - age).map_err(|e| e.to_string())
+        let token = swarmgate::gateway::mint::mint(&key, alg, &spec, now - age.unwrap_or(0))
+            .map_err(|e| e.to_string())?;
+        if udp && "/announce?jwt=".len() + token.len() > 255 {
+            return Err(format!(
+                "a {}-character token does not fit one BEP 41 option (255 bytes with /announce?jwt=)",
+                token.len()
+            ));
+        }
+        Ok(token)
     };
     let started = Instant::now();
     let minted = match load.cold {
         None => (
             (0..load.torrents)
-                .map(|t| sign(t, 0))
+                .map(|t| sign(t, None))
                 .collect::<Result<_, _>>()?,
             Vec::new(),
         ),
@@ -277,7 +299,8 @@ fn mint(load: &Load) -> Result<Minted, String> {
             (0..count)
                 .map(|i| {
                     let torrent = i as u32 % load.torrents;
-                    Ok((torrent, sign(torrent, (i / load.torrents as usize) as u64)?))
+                    let age = (i / load.torrents as usize) as u64;
+                    Ok((torrent, sign(torrent, Some(age))?))
                 })
                 .collect::<Result<_, String>>()?,
         ),
@@ -418,13 +441,14 @@ async fn drive_udp(index: usize, workload: Arc<Workload>, deadline: Instant) -> 
         }
     }
     let began = Instant::now();
+    let paced = workload.load.rate > 0;
     let mut sent_at = vec![began; window];
     let mut sent = 0u64;
     let mut in_flight = 0usize;
+    let mut last_reply = Instant::now();
     while Instant::now() < deadline {
-        // Fill the window, then wait for one reply.
-        while in_flight < window {
-            workload.pace(began, sent).await;
+        // Send what is due while the window has room.
+        while in_flight < window && workload.due(began, index, sent) <= Instant::now() {
             packet.clear();
             let transaction = sent as u32;
             if rng.random_bool(workload.load.connect_share.clamp(0.0, 1.0)) {
@@ -440,8 +464,24 @@ async fn drive_udp(index: usize, workload: Arc<Workload>, deadline: Instant) -> 
             sent += 1;
             in_flight += 1;
         }
-        match tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await {
-            Ok(Ok(len)) if len >= 8 => {
+        // Then one reply: polled when paced (so a reply is read as soon as it
+        // lands, not after the next send falls due), awaited otherwise.
+        let received = if paced {
+            match socket.try_recv(&mut buf) {
+                Ok(len) => Some(len),
+                Err(_) => {
+                    tokio::task::yield_now().await;
+                    None
+                }
+            }
+        } else {
+            match tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await {
+                Ok(Ok(len)) => Some(len),
+                _ => None,
+            }
+        };
+        match received {
+            Some(len) if len >= 8 => {
                 let action = u32::from_be_bytes(buf[0..4].try_into().unwrap_or_default());
                 let transaction = u32::from_be_bytes(buf[4..8].try_into().unwrap_or_default());
                 if action == 0 && len >= 16 {
@@ -449,13 +489,15 @@ async fn drive_udp(index: usize, workload: Arc<Workload>, deadline: Instant) -> 
                 }
                 tally.record(sent_at[transaction as usize % window], action == 3);
                 in_flight = in_flight.saturating_sub(1);
+                last_reply = Instant::now();
             }
-            Ok(_) => {}
-            Err(_) => {
+            _ if in_flight > 0 && last_reply.elapsed() > Duration::from_millis(200) => {
                 // Lost packets: refill the window.
                 tally.timeouts += 1;
                 in_flight = 0;
+                last_reply = Instant::now();
             }
+            _ => {}
         }
     }
     tally
@@ -543,7 +585,7 @@ async fn drive_http(index: usize, workload: Arc<Workload>, deadline: Instant) ->
     let began = Instant::now();
     let mut n = 0u64;
     while Instant::now() < deadline {
-        workload.pace(began, n).await;
+        Workload::wait_until(workload.due(began, index, n)).await;
         n += 1;
         let Some(draw) = workload.draw(&mut rng) else {
             break;
@@ -576,7 +618,7 @@ async fn drive_http(index: usize, workload: Arc<Workload>, deadline: Instant) ->
 }
 
 async fn run_load(udp: bool, load: Load) -> Result<(), String> {
-    let workload = Arc::new(Workload::new(load, if udp { 16 } else { 128 })?);
+    let workload = Arc::new(Workload::new(load, udp)?);
     let began = Instant::now();
     let deadline = began + Duration::from_secs(workload.load.seconds);
     let pid = workload.load.pid;
