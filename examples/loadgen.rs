@@ -43,13 +43,14 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 #[derive(Parser)]
 #[command(about = "Bounded load generator for swarmgate (benchmarks only)")]
-struct Cli {
+pub struct Cli {
+    /// What to run.
     #[command(subcommand)]
-    mode: Mode,
+    pub mode: Mode,
 }
 
 #[derive(Subcommand)]
-enum Mode {
+pub enum Mode {
     /// BEP 15 load: connect, then announces (and scrapes) reusing the connection id.
     Udp(Load),
     /// HTTP announces (and scrapes) over keep-alive connections.
@@ -61,7 +62,7 @@ enum Mode {
 }
 
 #[derive(Args)]
-struct Noop {
+pub struct Noop {
     /// Where to listen (loopback only).
     #[arg(long, default_value = "127.0.0.1:7969")]
     listen: SocketAddr,
@@ -71,7 +72,7 @@ struct Noop {
 }
 
 #[derive(Args, Clone)]
-struct Load {
+pub struct Load {
     /// The tracker (loopback only). Defaults to port 6969 on 127.0.0.1.
     #[arg(long)]
     target: Option<SocketAddr>,
@@ -617,7 +618,48 @@ async fn drive_http(index: usize, workload: Arc<Workload>, deadline: Instant) ->
     tally
 }
 
-async fn run_load(udp: bool, load: Load) -> Result<(), String> {
+/// What one load run measured.
+pub struct Report {
+    protocol: &'static str,
+    /// Answers that were not errors.
+    pub responses: u64,
+    /// Error answers (UDP action 3, HTTP `failure reason` or a status other than 200).
+    pub errors: u64,
+    /// Requests given up on after 200 ms (UDP) or 2 s (HTTP).
+    pub timeouts: u64,
+    elapsed: f64,
+    /// Latency percentiles p50, p99, p999 in microseconds.
+    pub latency_us: [u32; 3],
+    /// The `--pid` process's CPU time per answer (µs) and its share of one core.
+    pub cpu: Option<(f64, f64)>,
+}
+
+impl Report {
+    fn print(&self) {
+        let Report {
+            protocol,
+            responses,
+            errors,
+            timeouts,
+            elapsed,
+            latency_us: [p50, p99, p999],
+            cpu,
+        } = self;
+        let rate = *responses as f64 / elapsed;
+        println!(
+            "{protocol}: {responses} responses in {elapsed:.1} s: {rate:.0}/s; errors {errors}; timeouts {timeouts}"
+        );
+        println!("latency p50 {p50} µs, p99 {p99} µs, p999 {p999} µs");
+        let cpu = cpu.map_or(String::new(), |(per_answer, share)| {
+            format!(", tracker CPU {per_answer:.2} µs/response ({share:.0}% of a core)")
+        });
+        println!(
+            "summary: {protocol} {rate:.0} responses/s, errors {errors}, p50 {p50} µs, p99 {p99} µs, p999 {p999} µs{cpu}"
+        );
+    }
+}
+
+async fn run_load(udp: bool, load: Load) -> Result<Report, String> {
     let workload = Arc::new(Workload::new(load, udp)?);
     let began = Instant::now();
     let deadline = began + Duration::from_secs(workload.load.seconds);
@@ -649,39 +691,24 @@ async fn run_load(udp: bool, load: Load) -> Result<(), String> {
             total.latencies_us[((n as f64 * p) as usize).min(n - 1)]
         }
     };
-    let protocol = if udp { "udp" } else { "http" };
-    let rate = total.responses as f64 / elapsed;
-    println!(
-        "{protocol}: {} responses in {elapsed:.1} s: {rate:.0}/s; errors {}; timeouts {}",
-        total.responses, total.errors, total.timeouts
-    );
-    println!(
-        "latency p50 {} µs, p99 {} µs, p999 {} µs",
-        pct(0.5),
-        pct(0.99),
-        pct(0.999)
-    );
     let answered = total.responses + total.errors;
     let cpu = match (cpu_before, cpu_after) {
         // Linux reports process CPU time in clock ticks of 10 ms (USER_HZ = 100).
         (Some(before), Some(after)) if answered > 0 => {
             let seconds = (after - before) as f64 / 100.0;
-            format!(
-                ", tracker CPU {:.2} µs/response ({:.0}% of a core)",
-                seconds * 1e6 / answered as f64,
-                seconds * 100.0 / elapsed
-            )
+            Some((seconds * 1e6 / answered as f64, seconds * 100.0 / elapsed))
         }
-        _ => String::new(),
+        _ => None,
     };
-    println!(
-        "summary: {protocol} {rate:.0} responses/s, errors {}, p50 {} µs, p99 {} µs, p999 {} µs{cpu}",
-        total.errors,
-        pct(0.5),
-        pct(0.99),
-        pct(0.999)
-    );
-    Ok(())
+    Ok(Report {
+        protocol: if udp { "udp" } else { "http" },
+        responses: total.responses,
+        errors: total.errors,
+        timeouts: total.timeouts,
+        elapsed,
+        latency_us: [pct(0.5), pct(0.99), pct(0.999)],
+        cpu,
+    })
 }
 
 /// Answers connects with a connect reply, announces with 30 (zero) peers,
@@ -728,9 +755,9 @@ async fn noop_http(noop: &Noop) -> std::io::Result<()> {
         .await
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let runtime = match &cli.mode {
+/// Runs one mode to the end: a load run's report, or `None` for a responder.
+pub fn execute(mode: Mode) -> Result<Option<Report>, String> {
+    let runtime = match &mode {
         // The no-work HTTP responder runs like the tracker: a multi-thread runtime.
         Mode::NoopHttp(_) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -738,24 +765,27 @@ fn main() -> std::process::ExitCode {
         _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-    };
-    let runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("loadgen: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = match cli.mode {
-        Mode::Udp(load) => runtime.block_on(run_load(true, load)),
-        Mode::Http(load) => runtime.block_on(run_load(false, load)),
-        Mode::NoopUdp(noop) => noop_udp(&noop).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| e.to_string())?;
+    match mode {
+        Mode::Udp(load) => runtime.block_on(run_load(true, load)).map(Some),
+        Mode::Http(load) => runtime.block_on(run_load(false, load)).map(Some),
+        Mode::NoopUdp(noop) => noop_udp(&noop).map(|()| None).map_err(|e| e.to_string()),
         Mode::NoopHttp(noop) => runtime
             .block_on(noop_http(&noop))
+            .map(|()| None)
             .map_err(|e| e.to_string()),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match execute(Cli::parse().mode) {
+        Ok(report) => {
+            if let Some(report) = report {
+                report.print();
+            }
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("loadgen: {error}");
             std::process::ExitCode::FAILURE
