@@ -5,6 +5,11 @@
 //! (`now`) and a random number generator, so every behaviour here is
 //! deterministic under test. Frontends translate their wire formats into
 //! [`AnnounceRequest`] / [`ScrapeRequest`] and back.
+//!
+//! Inside: `engine` (shards of swarms; announce, scrape, expiry), `compact`
+//! (the 32-bytes-a-peer layout of small IPv4 swarms), `peers` (the full
+//! layout, its locality index, and the handout over either layout),
+//! `locality` (where an address sits), `sample` (random walks without repeats).
 
 mod compact;
 mod engine;

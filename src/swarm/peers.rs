@@ -1,9 +1,11 @@
-//! One address family's peers in one swarm: dense storage, a locality index
-//! for big swarms, and the handout that fills a reply tier by tier.
+//! One address family's peers in one swarm (the full layout; the smallest
+//! swarms use [`compact`](super::compact) instead), a locality index for big
+//! swarms, and the handout that fills a reply tier by tier from either layout
+//! through the [`Candidates`] trait.
 //!
 //! Seeders and leechers live in two dense vectors so that a random index is a
-//! random peer. Small sets (the vast majority of swarms) carry no index: a
-//! handout classifies their few candidates in one pass over contiguous memory.
+//! random peer. Sets below the index threshold carry no index: a handout
+//! classifies their candidates in one pass over contiguous memory.
 //! Once a set grows past [`INDEX_BUILD`] peers it keeps, per role, a list of
 //! members for every subnet, zone and region present, maintained on every
 //! insert and removal, so a handout in a 100,000-peer swarm walks only the
