@@ -87,12 +87,13 @@ async fn loadgen_drives_the_tracker_over_udp_and_http_with_cached_tokens() {
         "percentiles in order: {p50} {p99} {p999}"
     );
 
-    // The tracker saw them: one cache miss per token, hits for the rest.
+    // The tracker saw them: about one cache miss per token (two requests with
+    // a new token may both miss on two cores), hits for the rest.
     let metrics = common::scrape_metrics(server.admin_addr).await;
     let hits = common::sample(&metrics, "swarmgate_token_cache_hits_total");
-    assert!(hits > 100.0, "cache hits {hits}");
     let misses = common::sample(&metrics, "swarmgate_token_cache_misses_total");
-    assert!(misses <= 50.0, "one miss per token at most: {misses}");
+    assert!(misses <= 2.0 * 50.0, "misses {misses} for 50 tokens");
+    assert!(hits > 10.0 * misses, "hits {hits}, misses {misses}");
     server.shutdown().await;
 }
 
