@@ -220,6 +220,16 @@ impl From<AlgArg> for KeyAlg {
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // The one-shot commands print and exit, like any Unix filter: a reader
+        // that goes away (`swarmgate simulate | head`) ends them quietly
+        // instead of making `print!` panic. `serve` keeps Rust's ignored
+        // SIGPIPE, so a vanished client is an error on its socket, not a kill.
+        // SAFETY: setting a signal disposition to its default has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Config { markdown } => {
             if markdown {

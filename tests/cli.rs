@@ -246,3 +246,25 @@ fn the_readme_configuration_reference_is_what_config_markdown_prints() {
         .sum();
     assert_eq!(generated.lines().count() - 2, keys);
 }
+
+#[test]
+fn a_one_shot_command_whose_reader_goes_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // `swarmgate simulate | true`: the pipe's reader is gone before the table is printed.
+    let mut child = std::process::Command::new(BIN)
+        .arg("simulate")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("swarmgate runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "ended by SIGPIPE as a Unix filter is: {:?}",
+        output.status
+    );
+}
