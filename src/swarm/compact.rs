@@ -73,8 +73,9 @@ pub(super) struct CompactSet {
 
 /// What an upsert did, or that the set is full and the peer did not fit.
 pub(super) enum Upsert {
-    /// Listed; `true` when this announce is the peer's first completed download.
-    Done(bool),
+    /// Listed at `position`; `first` when this announce is the peer's first
+    /// completed download.
+    Done { first: bool, position: usize },
     /// A new peer and the set already holds [`COMPACT_MAX`]: move to full sets first.
     Full,
 }
@@ -85,7 +86,7 @@ impl CompactSet {
     }
 
     fn position(&self, id: &PeerId) -> Option<usize> {
-        self.entries.iter().position(|entry| entry.id == *id)
+        position_of(&self.entries, id)
     }
 
     #[cfg(test)]
@@ -117,7 +118,7 @@ impl CompactSet {
                     zone,
                     expiry: expiry(seeder, entry.completed() || completing, expires_at),
                 };
-                return Upsert::Done(first);
+                return Upsert::Done { first, position };
             }
             // Role changed: re-file the peer on the other side of the boundary.
             counted_before = self.remove_at(position).completed();
@@ -137,7 +138,10 @@ impl CompactSet {
         entries.reserve_exact(1);
         entries.insert(at, entry);
         self.entries = entries.into_boxed_slice();
-        Upsert::Done(finished && !counted_before)
+        Upsert::Done {
+            first: finished && !counted_before,
+            position: at,
+        }
     }
 
     /// Removes a peer, as [`PeerSet::remove`] does.
@@ -226,6 +230,10 @@ impl CompactSet {
     }
 }
 
+fn position_of(entries: &[Entry], id: &PeerId) -> Option<usize> {
+    entries.iter().position(|entry| entry.id == *id)
+}
+
 /// A compact set seen as handout candidates.
 pub(super) struct CompactCandidates<'s> {
     entries: &'s [Entry],
@@ -234,6 +242,14 @@ pub(super) struct CompactCandidates<'s> {
 }
 
 impl CompactCandidates<'_> {
+    /// The slot of the entry at `position` (seeders first, then leechers).
+    pub(super) fn slot(&self, position: usize) -> Slot {
+        match position.checked_sub(self.seeders) {
+            None => Slot::new(SEEDERS, saturating_u32(position)),
+            Some(leecher) => Slot::new(LEECHERS, saturating_u32(leecher)),
+        }
+    }
+
     fn entry(&self, slot: Slot) -> &Entry {
         let position = match slot.role() {
             SEEDERS => slot.index() as usize,
@@ -253,11 +269,7 @@ impl Candidates for CompactCandidates<'_> {
     }
 
     fn find(&self, id: &PeerId) -> Option<Slot> {
-        let position = self.entries.iter().position(|entry| entry.id == *id)?;
-        Some(match position.checked_sub(self.seeders) {
-            None => Slot::new(SEEDERS, saturating_u32(position)),
-            Some(leecher) => Slot::new(LEECHERS, saturating_u32(leecher)),
-        })
+        position_of(self.entries, id).map(|position| self.slot(position))
     }
 
     fn locality(&self, slot: Slot) -> Locality {
@@ -298,18 +310,18 @@ mod tests {
             let seeder = n % 3 == 0;
             assert!(matches!(
                 set.upsert(id(n), addr(n), 0, seeder, 100, false),
-                Upsert::Done(false)
+                Upsert::Done { first: false, .. }
             ));
         }
         assert_eq!((set.seeders(), set.leechers()), (4, 6));
         // A leecher finishing counts once and moves to the seeders.
         assert!(matches!(
             set.upsert(id(1), addr(1), 0, true, 100, false),
-            Upsert::Done(true)
+            Upsert::Done { first: true, .. }
         ));
         assert!(matches!(
             set.upsert(id(1), addr(1), 0, true, 100, true),
-            Upsert::Done(false)
+            Upsert::Done { first: false, .. }
         ));
         assert!(!set.remove(&id(0), false));
         assert_eq!((set.seeders(), set.leechers()), (4, 5));
@@ -332,7 +344,7 @@ mod tests {
         ));
         assert!(matches!(
             set.upsert(id(3), addr(9), 0, false, 200, false),
-            Upsert::Done(false)
+            Upsert::Done { first: false, .. }
         ));
         assert_eq!(set.len(), COMPACT_MAX);
     }

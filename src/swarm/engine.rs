@@ -12,7 +12,7 @@ use rand::Rng;
 
 use super::compact::{COMPACT_MAX, CompactSet, Upsert};
 use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
-use super::peers::{Announcer, Candidates, PeerSet, hand_out, saturating_u32};
+use super::peers::{Announcer, Candidates, PeerSet, Slot, hand_out, saturating_u32};
 use super::types::{
     AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, ScrapeRequest, ScrapeResponse,
     SwarmStats,
@@ -418,14 +418,15 @@ impl Swarm {
         let policy = &settings.policy;
         if let Peers::Compact(set) = &mut self.peers {
             if let SocketAddr::V4(addr) = request.addr
-                && let Upsert::Done(first) =
+                && let Upsert::Done { first, position } =
                     set.upsert(*id, addr, locality.zone, seeder, expires_at, completing)
             {
                 if first {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
                 let candidates = set.candidates(&settings.topology);
-                hand_out(&candidates, &who, numwant, policy, rng, out);
+                let own = Some(candidates.slot(position));
+                hand_out(&candidates, &who, own, numwant, policy, rng, out);
                 return;
             }
             // Outgrown, or an IPv6 peer: move to full sets and go on there.
@@ -438,24 +439,25 @@ impl Swarm {
         let Peers::Full(sets) = &mut self.peers else {
             return;
         };
-        let first_completion = match request.addr {
+        match request.addr {
             SocketAddr::V4(addr) => {
-                sets.v4
-                    .upsert(*id, addr, locality, seeder, expires_at, completing)
-                    && !sets.v6.has_completed(id)
+                let (first, own) = sets
+                    .v4
+                    .upsert(*id, addr, locality, seeder, expires_at, completing);
+                if first && !sets.v6.has_completed(id) {
+                    self.downloaded = self.downloaded.saturating_add(1);
+                }
+                hand_out_dual(&sets.v4, own, &sets.v6, &who, numwant, policy, rng, out);
             }
             SocketAddr::V6(addr) => {
-                sets.v6
-                    .upsert(*id, addr, locality, seeder, expires_at, completing)
-                    && !sets.v4.has_completed(id)
+                let (first, own) = sets
+                    .v6
+                    .upsert(*id, addr, locality, seeder, expires_at, completing);
+                if first && !sets.v4.has_completed(id) {
+                    self.downloaded = self.downloaded.saturating_add(1);
+                }
+                hand_out_dual(&sets.v6, own, &sets.v4, &who, numwant, policy, rng, out);
             }
-        };
-        if first_completion {
-            self.downloaded = self.downloaded.saturating_add(1);
-        }
-        match request.addr {
-            SocketAddr::V4(_) => hand_out_dual(&sets.v4, &sets.v6, &who, numwant, policy, rng, out),
-            SocketAddr::V6(_) => hand_out_dual(&sets.v6, &sets.v4, &who, numwant, policy, rng, out),
         }
     }
 }
@@ -476,8 +478,10 @@ fn sort_by_tier(peers: &mut [HandoutPeer]) {
 /// Fills `out` from the announcer's own family and, when the same peer id is
 /// also listed in the other family (a dual-stack client), from both: half each,
 /// with either family making up what the other lacks.
+#[allow(clippy::too_many_arguments)]
 fn hand_out_dual<A, B, R>(
     own: &A,
+    own_slot: Slot,
     other: &B,
     who: &Announcer<'_>,
     numwant: usize,
@@ -489,15 +493,24 @@ fn hand_out_dual<A, B, R>(
     B: Candidates,
     R: Rng + ?Sized,
 {
-    let from_other = if other.find(who.id).is_some() {
-        let other_available = other.available(who);
-        let own_shortfall = numwant.saturating_sub(own.available(who));
+    let other_slot = other.find(who.id);
+    let from_other = if other_slot.is_some() {
+        let other_available = other.available(who, other_slot);
+        let own_shortfall = numwant.saturating_sub(own.available(who, Some(own_slot)));
         (numwant / 2).max(own_shortfall).min(other_available)
     } else {
         0
     };
-    hand_out(own, who, numwant - from_other, policy, rng, out);
-    hand_out(other, who, from_other, policy, rng, out);
+    hand_out(
+        own,
+        who,
+        Some(own_slot),
+        numwant - from_other,
+        policy,
+        rng,
+        out,
+    );
+    hand_out(other, who, other_slot, from_other, policy, rng, out);
 }
 
 #[cfg(test)]

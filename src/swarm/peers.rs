@@ -281,12 +281,11 @@ pub(super) trait Candidates {
         }
     }
 
-    /// How many peers a handout could offer this announcer at most.
-    fn available(&self, who: &Announcer<'_>) -> usize {
+    /// How many peers a handout could offer this announcer at most; `own` is
+    /// where the announcer is listed here, if it is.
+    fn available(&self, who: &Announcer<'_>, own: Option<Slot>) -> usize {
         let seeders = if who.to_seeder { 0 } else { self.seeders() };
-        let own = self
-            .find(who.id)
-            .is_some_and(|slot| !(who.to_seeder && slot.role() == SEEDERS));
+        let own = own.is_some_and(|slot| !(who.to_seeder && slot.role() == SEEDERS));
         seeders + self.leechers() - usize::from(own)
     }
 }
@@ -432,8 +431,9 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     }
 
     /// Inserts or refreshes a peer; returns whether this announce is the peer's
-    /// first completed download: a `completed` event, or a listed leecher
-    /// turning seeder (clients that finish and re-announce with `left=0`).
+    /// first completed download (a `completed` event, or a listed leecher
+    /// turning seeder: clients that finish and re-announce with `left=0`),
+    /// and where the peer is now listed.
     pub(super) fn upsert(
         &mut self,
         id: PeerId,
@@ -442,7 +442,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         seeder: bool,
         expires_at: u32,
         completing: bool,
-    ) -> bool {
+    ) -> (bool, Slot) {
         let role = if seeder { SEEDERS } else { LEECHERS };
         let mut counted_before = false;
         let mut finished = completing;
@@ -455,7 +455,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
                 record.expires_at = expires_at;
                 let first = completing && !record.completed;
                 record.completed |= completing;
-                return first;
+                return (first, slot);
             }
             // Role changed (leecher finished, or a seeder lost data), or the
             // peer moved to another network: re-file it.
@@ -485,7 +485,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             }
             None => {}
         }
-        finished && !counted_before
+        (finished && !counted_before, Slot::new(role, index))
     }
 
     /// Removes a peer; returns whether it was an uncounted leecher that has
@@ -571,10 +571,12 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     }
 }
 
-/// Appends up to `wanted` peers for `who` to `out`, following `policy`.
+/// Appends up to `wanted` peers for `who` to `out`, following `policy`;
+/// `own` is where the announcer is listed in `set` (never handed to itself).
 pub(super) fn hand_out<S: Candidates, R: Rng + ?Sized>(
     set: &S,
     who: &Announcer<'_>,
+    own: Option<Slot>,
     wanted: usize,
     policy: &HandoutPolicy,
     rng: &mut R,
@@ -586,7 +588,7 @@ pub(super) fn hand_out<S: Candidates, R: Rng + ?Sized>(
     let mut handout = Handout {
         set,
         who,
-        own: set.find(who.id),
+        own,
         buckets: None,
     };
     let progress = &mut Progress::default();
