@@ -133,6 +133,8 @@ pub struct Load {
 struct Workload {
     load: Load,
     target: SocketAddr,
+    /// UDP sockets or HTTP connections (the flag, or 16 for UDP and 128 for HTTP).
+    connections: usize,
     /// Cumulative popularity, scaled to u64::MAX; empty = uniform.
     popularity: Vec<u64>,
     /// One token per torrent (warm), or distinct (torrent, token) pairs used once (cold).
@@ -158,12 +160,11 @@ impl Workload {
         if !target.ip().is_loopback() {
             return Err("loadgen only targets loopback addresses".into());
         }
+        let connections = load
+            .connections
+            .unwrap_or(default_connections)
+            .clamp(1, 4096);
         let mut load = load;
-        load.connections = Some(
-            load.connections
-                .unwrap_or(default_connections)
-                .clamp(1, 4096),
-        );
         load.window = load.window.clamp(1, 256);
         load.torrents = load.torrents.max(1);
         load.peers = load.peers.max(1);
@@ -187,15 +188,12 @@ impl Workload {
         Ok(Self {
             load,
             target,
+            connections,
             popularity,
             tokens,
             cold,
             next_cold: AtomicUsize::new(0),
         })
-    }
-
-    fn connections(&self) -> usize {
-        self.load.connections.unwrap_or(1)
     }
 
     /// The next request's content; `None` once the cold token pool is used up.
@@ -239,8 +237,8 @@ impl Workload {
         if self.load.rate == 0 {
             return began;
         }
-        let per_connection = self.load.rate as f64 / self.connections() as f64;
-        let offset = connection as f64 / self.connections() as f64;
+        let per_connection = self.load.rate as f64 / self.connections as f64;
+        let offset = connection as f64 / self.connections as f64;
         began + Duration::from_secs_f64((n as f64 + offset) / per_connection)
     }
 
@@ -665,7 +663,7 @@ async fn run_load(udp: bool, load: Load) -> Result<Report, String> {
     let deadline = began + Duration::from_secs(workload.load.seconds);
     let pid = workload.load.pid;
     let cpu_before = pid.and_then(cpu_ticks);
-    let tasks: Vec<_> = (0..workload.connections())
+    let tasks: Vec<_> = (0..workload.connections)
         .map(|i| {
             if udp {
                 tokio::spawn(drive_udp(i, workload.clone(), deadline))
