@@ -137,10 +137,13 @@ struct Workload {
     connections: usize,
     /// Cumulative popularity, scaled to u64::MAX; empty = uniform.
     popularity: Vec<u64>,
-    /// One token per torrent (warm), or distinct (torrent, token) pairs used once (cold).
-    tokens: Vec<String>,
-    cold: Vec<(u32, String)>,
+    /// One token per torrent (warm), or distinct (torrent, token) pairs used
+    /// once (cold), each already encoded as the request carries it.
+    tokens: Vec<Vec<u8>>,
+    cold: Vec<(u32, Vec<u8>)>,
     next_cold: AtomicUsize,
+    /// UDP: the BEP 41 option sent without a token (`--pad`), built once.
+    padding: Vec<u8>,
 }
 
 /// One request's content.
@@ -148,7 +151,8 @@ struct Draw<'w> {
     torrent: u32,
     peer: u32,
     scrape: bool,
-    token: Option<&'w str>,
+    /// The token as the request carries it (see [`encode_token`]).
+    token: Option<&'w [u8]>,
 }
 
 impl Workload {
@@ -185,6 +189,10 @@ impl Workload {
             Vec::new()
         };
         let (tokens, cold) = mint(&load, udp)?;
+        let padding = match load.pad.min(255) {
+            0 => Vec::new(),
+            len => [&[2, len as u8][..], &vec![b'a'; len]].concat(),
+        };
         Ok(Self {
             load,
             target,
@@ -193,6 +201,7 @@ impl Workload {
             tokens,
             cold,
             next_cold: AtomicUsize::new(0),
+            padding,
         })
     }
 
@@ -223,7 +232,7 @@ impl Workload {
             torrent,
             peer,
             scrape,
-            token: self.tokens.get(torrent as usize).map(String::as_str),
+            token: self.tokens.get(torrent as usize).map(Vec::as_slice),
         })
     }
 
@@ -253,8 +262,24 @@ impl Workload {
     }
 }
 
-/// Pre-minted tokens: one per torrent (warm), or (torrent, token) pairs each sent once (cold).
-type Minted = (Vec<String>, Vec<(u32, String)>);
+/// Pre-minted tokens, encoded: one per torrent (warm), or (torrent, token) pairs each sent once (cold).
+type Minted = (Vec<Vec<u8>>, Vec<(u32, Vec<u8>)>);
+
+/// A token as a request carries it: over UDP a whole BEP 41 URL-data option
+/// (which must fit its 255 bytes), over HTTP the `&jwt=` parameter.
+fn encode_token(token: &str, udp: bool) -> Result<Vec<u8>, String> {
+    if !udp {
+        return Ok([b"&jwt=", token.as_bytes()].concat());
+    }
+    let url = format!("/announce?jwt={token}");
+    let len = u8::try_from(url.len()).map_err(|_| {
+        format!(
+            "a {}-character token does not fit one BEP 41 option (255 bytes with /announce?jwt=)",
+            token.len()
+        )
+    })?;
+    Ok([&[2, len][..], url.as_bytes()].concat())
+}
 
 fn mint(load: &Load, udp: bool) -> Result<Minted, String> {
     let (Some(key_path), Some(kid), Some(issuer)) = (&load.mint_key, &load.kid, &load.issuer)
@@ -277,13 +302,7 @@ fn mint(load: &Load, udp: bool) -> Result<Minted, String> {
         };
         let token = swarmgate::gateway::mint::mint(&key, alg, &spec, now - age.unwrap_or(0))
             .map_err(|e| e.to_string())?;
-        if udp && "/announce?jwt=".len() + token.len() > 255 {
-            return Err(format!(
-                "a {}-character token does not fit one BEP 41 option (255 bytes with /announce?jwt=)",
-                token.len()
-            ));
-        }
-        Ok(token)
+        encode_token(&token, udp)
     };
     let started = Instant::now();
     let minted = match load.cold {
@@ -403,17 +422,7 @@ fn udp_request(
     out.extend_from_slice(&draw.peer.to_be_bytes()); // key
     out.extend_from_slice(&workload.load.numwant.to_be_bytes());
     out.extend_from_slice(&port.to_be_bytes());
-    if let Some(token) = draw.token {
-        let url = format!("/announce?jwt={token}");
-        out.push(2);
-        out.push(url.len().min(255) as u8);
-        out.extend_from_slice(&url.as_bytes()[..url.len().min(255)]);
-    } else if workload.load.pad > 0 {
-        let len = workload.load.pad.min(255);
-        out.push(2);
-        out.push(len as u8);
-        out.extend(std::iter::repeat_n(b'a', len));
-    }
+    out.extend_from_slice(draw.token.unwrap_or(&workload.padding));
 }
 
 async fn drive_udp(index: usize, workload: Arc<Workload>, deadline: Instant) -> Tally {
@@ -526,10 +535,7 @@ fn http_request(out: &mut Vec<u8>, workload: &Workload, draw: &Draw, port: u16) 
         );
         out.extend_from_slice(rest.as_bytes());
     }
-    if let Some(token) = draw.token {
-        out.extend_from_slice(b"&jwt=");
-        out.extend_from_slice(token.as_bytes());
-    }
+    out.extend_from_slice(draw.token.unwrap_or_default());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
 }
 

@@ -105,36 +105,40 @@ impl CompactSet {
         expires_at: u32,
         completing: bool,
     ) -> Upsert {
-        let mut counted_before = false;
-        let mut finished = completing;
-        if let Some(position) = self.position(&id) {
-            let entry = &mut self.entries[position];
-            if entry.seeder() == seeder {
-                let first = completing && !entry.completed();
-                *entry = Entry {
-                    id,
-                    ip: u32::from(*addr.ip()),
-                    port: addr.port(),
-                    zone,
-                    expiry: expiry(seeder, entry.completed() || completing, expires_at),
-                };
-                return Upsert::Done { first, position };
-            }
-            // Role changed: re-file the peer on the other side of the boundary.
-            counted_before = self.remove_at(position).completed();
-            finished |= seeder;
-        } else if self.len() >= COMPACT_MAX {
+        let listed_at = self.position(&id);
+        if listed_at.is_none() && self.len() >= COMPACT_MAX {
             return Upsert::Full;
         }
-        let entry = Entry {
+        let mut entry = Entry {
             id,
             ip: u32::from(*addr.ip()),
             port: addr.port(),
             zone,
-            expiry: expiry(seeder, counted_before || finished, expires_at),
+            expiry: 0,
         };
-        let at = if seeder { self.seeders() } else { self.len() };
+        if let Some(position) = listed_at {
+            let listed = self.entries[position];
+            if listed.seeder() == seeder {
+                entry.expiry = expiry(seeder, listed.completed() || completing, expires_at);
+                self.entries[position] = entry;
+                return Upsert::Done {
+                    first: completing && !listed.completed(),
+                    position,
+                };
+            }
+        }
+        // A newcomer, or a role change (a leecher that finished counts as a
+        // completion): file it on its side of the seeder boundary, with one
+        // reallocation at most.
         let mut entries = std::mem::take(&mut self.entries).into_vec();
+        let counted_before = listed_at.is_some_and(|position| entries.remove(position).completed());
+        let finished = completing || (listed_at.is_some() && seeder);
+        entry.expiry = expiry(seeder, counted_before || finished, expires_at);
+        let at = if seeder {
+            entries.partition_point(Entry::seeder)
+        } else {
+            entries.len()
+        };
         entries.reserve_exact(1);
         entries.insert(at, entry);
         self.entries = entries.into_boxed_slice();
