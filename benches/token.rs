@@ -78,7 +78,10 @@ fn tokens(c: &mut Criterion) {
         KeySources {
             static_keys: keys,
             fetcher: None,
-            min_refetch: std::time::Duration::from_secs(10),
+            refetch: swarmgate::gateway::RefetchPolicy {
+                min_interval: std::time::Duration::from_secs(1),
+                max_waiting: 1024,
+            },
         },
         1000,
     ));

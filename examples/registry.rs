@@ -9,6 +9,7 @@
 //! curl -X PUT --data-binary @layer.tar http://127.0.0.1:5000/v2/ns/repo/blobs/sha256:<hex of layer.tar>
 //! curl -o layer.torrent http://127.0.0.1:5000/c1/torrent/ns/repo/blobs/sha256:<hex>
 //! curl -X POST http://127.0.0.1:5000/admin/rotate-key
+//! curl -X POST http://127.0.0.1:5000/admin/retire-keys   # end the overlap now
 //! ```
 //!
 //! Routes (Quay's paths where Quay has one):
@@ -22,6 +23,9 @@
 //!   with the blob's URL as web seed.
 //! - `POST /admin/rotate-key`: a new signing key; the old one stays published
 //!   for `--overlap`.
+//! - `POST /admin/retire-keys`: ends every overlap now: only the signing key
+//!   stays published (an operator's explicit step, and a test's, instead of
+//!   waiting out a clock).
 //!
 //! Blobs live in memory and nothing is authenticated: it is a model of the
 //! registry side for tests and demos, not a registry. Keep it on loopback or
@@ -192,6 +196,12 @@ impl Registry {
         Ok((ring.current.kid.clone(), old.kid))
     }
 
+    /// Unpublishes every retired key at once; returns how many.
+    pub fn retire_keys(&self) -> usize {
+        let mut ring = self.keys.lock();
+        std::mem::take(&mut ring.retired).len()
+    }
+
     /// The routes.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
@@ -200,6 +210,7 @@ impl Registry {
             .route("/keys/services/{service}/keys", get(jwks))
             .route("/c1/torrent/{*path}", get(get_torrent))
             .route("/admin/rotate-key", post(rotate_key))
+            .route("/admin/retire-keys", post(retire_keys))
             // Layers are large; axum's default body limit is 2 MB.
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BLOB_BYTES))
             .with_state(self)
@@ -441,6 +452,10 @@ async fn rotate_key(State(registry): State<Arc<Registry>>) -> Response {
         .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
     }
+}
+
+async fn retire_keys(State(registry): State<Arc<Registry>>) -> Response {
+    axum::Json(serde_json::json!({ "retired": registry.retire_keys() })).into_response()
 }
 
 /// Serves `registry` on `listener` until the task is dropped.

@@ -46,8 +46,9 @@ pub enum Command {
     },
     /// Generate a signing key: writes DIR/KID.pem (private) and adds the public JWK to DIR/jwks.json.
     Keygen {
-        /// Signature algorithm.
-        #[arg(long, value_enum, default_value = "es256")]
+        /// Signature algorithm, spelled either way: `es256` or `ES256` (as in
+        /// `auth.algorithms` and JWT headers), `eddsa` or `EdDSA`, `rs256` or `RS256`.
+        #[arg(long, value_enum, ignore_case = true, default_value = "es256")]
         alg: AlgArg,
         /// Key id, carried in every token's header.
         #[arg(long)]

@@ -175,9 +175,11 @@ pub struct AuthConfig {
     /// Time limit of one JWKS fetch.
     #[serde(with = "humantime_serde")]
     pub jwks_timeout: Duration,
-    /// Least time between refetches triggered by tokens naming an unknown kid.
+    /// Least time between the starts of two JWKS fetches (pacing).
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch: Duration,
+    /// Most requests waiting at once for a JWKS fetch because their kid is unknown.
+    pub jwks_max_waiting: usize,
     /// A directory of public keys (`*.json` JWKS, public `*.pem`); empty for none.
     pub keys_dir: String,
     /// How many verified tokens are remembered.
@@ -200,7 +202,8 @@ impl Default for AuthConfig {
             jwks_url: String::new(),
             jwks_refresh: Duration::from_secs(300),
             jwks_timeout: Duration::from_secs(5),
-            jwks_min_refetch: Duration::from_secs(10),
+            jwks_min_refetch: Duration::from_secs(1),
+            jwks_max_waiting: 1024,
             keys_dir: "keys".into(),
             token_cache: 100_000,
             max_token_bytes: 4096,
@@ -372,8 +375,15 @@ jwks_url = ""
 jwks_refresh = "5m"
 # Time limit of one JWKS fetch.
 jwks_timeout = "5s"
-# Least time between two refetches triggered by tokens naming an unknown kid.
-jwks_min_refetch = "10s"
+# A token naming an unknown kid waits for a JWKS fetch that starts after it
+# arrived (one fetch answers every waiting request), so a key the registry
+# has just published is accepted on first use. Fetch starts, periodic ones
+# included, are at least this far apart; a kid such a fetch showed missing is
+# refused at once for this long.
+jwks_min_refetch = "1s"
+# Most requests waiting at once for such a fetch; more are refused at once
+# (reason refetch_busy), so made-up kids cannot pile up requests.
+jwks_max_waiting = 1024
 # A directory of public keys: *.json (a JWKS or one JWK) and public-key *.pem
 # files (kid = file name without extension). "" = none. The default, "keys",
 # holds the repository's DEVELOPMENT keys, whose private halves are public:
@@ -740,6 +750,9 @@ impl Config {
         }
         if auth.max_token_bytes == 0 {
             return Err(("auth.max_token_bytes", "must be at least 1".into()));
+        }
+        if auth.jwks_max_waiting == 0 {
+            return Err(("auth.jwks_max_waiting", "must be at least 1".into()));
         }
         Ok(())
     }

@@ -393,7 +393,10 @@ fn build_gateway(auth: &AuthConfig) -> Result<Gateway, String> {
     let sources = KeySources {
         static_keys,
         fetcher,
-        min_refetch: auth.jwks_min_refetch,
+        refetch: crate::gateway::RefetchPolicy {
+            min_interval: auth.jwks_min_refetch,
+            max_waiting: auth.jwks_max_waiting,
+        },
     };
     Ok(Gateway::new(policy, sources, auth.token_cache))
 }

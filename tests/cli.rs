@@ -161,7 +161,8 @@ fn serves_then_stops_cleanly_on_sigterm() {
 fn keygen_writes_a_key_the_tracker_trusts_and_mint_warns_about_long_tokens() {
     let dir = std::env::temp_dir().join(format!("swarmgate-keygen-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for (alg, kid) in [("rs256", "big"), ("eddsa", "small")] {
+    // Spelled as auth.algorithms and JWT headers spell them, or in lowercase.
+    for (alg, kid) in [("RS256", "big"), ("EdDSA", "small"), ("es256", "mid")] {
         let status = Command::new(BIN)
             .args(["keygen", "--alg", alg, "--kid", kid, "--out"])
             .arg(&dir)
@@ -178,7 +179,7 @@ fn keygen_writes_a_key_the_tracker_trusts_and_mint_warns_about_long_tokens() {
     kids.sort();
     assert_eq!(
         kids,
-        vec!["big", "small"],
+        vec!["big", "mid", "small"],
         "private PEMs skipped, JWKS read: {:?}",
         loaded.skipped
     );

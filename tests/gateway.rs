@@ -446,48 +446,122 @@ async fn scrape_answers_only_what_the_token_approves() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_new_kid_is_accepted_on_first_use_and_refetches_are_rate_limited() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_kid_is_accepted_on_first_use_under_a_flood_of_made_up_kids() {
     let old = RegistryKey::new(KeyAlg::Es256, "instance-a");
-    let (jwks, server, http) = tracker_trusting(&[&old], |_| {}).await; // jwks_refresh = 1h
+    let pacing = Duration::from_millis(500);
+    // jwks_refresh = 1h: every fetch below is one that an unknown kid asked for.
+    let (jwks, server, http) =
+        tracker_trusting(&[&old], |c| c.auth.jwks_min_refetch = pacing).await;
     assert_eq!(
         announce_with(http, 1, &old.sign(Algorithm::ES256, claims(1))).await,
         None
     );
 
-    // A registry instance restarts with a new key and uses it at once.
+    // A hostile token holder sends a token with a fresh made-up kid every 50 ms.
+    let fetches_before = jwks.fetches();
+    let flood_started = Instant::now();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let flood = tokio::spawn(async move {
+        let mut sent = Vec::new();
+        for n in 0.. {
+            if *stopped.borrow() {
+                break;
+            }
+            let forger = RegistryKey::new(KeyAlg::Es256, &format!("forged-{n}"));
+            let token = forger.sign(Algorithm::ES256, claims(1));
+            sent.push(tokio::spawn(
+                async move { announce_with(http, 1, &token).await },
+            ));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut refusals = Vec::new();
+        for request in sent {
+            refusals.push(request.await.expect("join"));
+        }
+        refusals
+    });
+    // The flood is under way once it has made the tracker fetch twice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while jwks.fetches() < fetches_before + 2 {
+        assert!(Instant::now() < deadline, "the flood caused no refetches");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Meanwhile a registry instance restarts with a new key and uses it at once.
     let new = RegistryKey::new(KeyAlg::EdDsa, "instance-b");
     jwks.publish(jwks_of(&[&old, &new]));
-    let fetches = jwks.fetches();
     assert_eq!(
         announce_with(http, 1, &new.sign(Algorithm::EdDSA, claims(1))).await,
         None,
-        "accepted on first use"
+        "the new key is accepted on first use, flood or not"
     );
-    assert_eq!(jwks.fetches(), fetches + 1, "exactly one refetch");
 
-    // A flood of unknown kids cannot turn into a flood of registry fetches.
-    let fetches = jwks.fetches();
-    let mut waits = Vec::new();
-    for n in 0..20 {
-        let forger = RegistryKey::new(KeyAlg::Es256, &format!("forged-{n}"));
-        let token = forger.sign(Algorithm::ES256, claims(1));
-        waits.push(tokio::spawn(
-            async move { announce_with(http, 1, &token).await },
-        ));
-    }
-    for wait in waits {
-        let reason = wait.await.expect("join").expect("refused");
+    stop.send(true).expect("flood running");
+    let refusals = flood.await.expect("join");
+    let elapsed = flood_started.elapsed();
+    let fetches = jwks.fetches() - fetches_before;
+    assert!(refusals.len() >= 2, "{} made-up kids sent", refusals.len());
+    for reason in &refusals {
+        let reason = reason.as_deref().expect("a made-up kid is refused");
         assert!(
             reason.starts_with("unapproved request: invalid jwt: unknown signing key"),
             "{reason}"
         );
     }
-    assert!(
-        jwks.fetches() <= fetches + 1,
-        "{} refetches for 20 unknown kids",
-        jwks.fetches() - fetches
+    // Paced: fetch starts at least 500 ms apart (the last may still be running).
+    let allowed = (elapsed.as_millis() / pacing.as_millis()) as usize + 1;
+    println!(
+        "{} made-up kids in {elapsed:?}: {fetches} JWKS fetches (pacing allows {allowed})",
+        refusals.len()
     );
+    assert!(
+        fetches <= allowed,
+        "{fetches} fetches, pacing allows {allowed}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_refetch_line_refuses_at_once_and_is_counted() {
+    let key = RegistryKey::new(KeyAlg::Es256, "k");
+    let (jwks, server, http) = tracker_trusting(&[&key], |c| {
+        c.auth.jwks_max_waiting = 1;
+        c.auth.jwks_min_refetch = Duration::from_secs(3600);
+    })
+    .await;
+    // The load at start was the last fetch: the next may start only in an
+    // hour, so the first unknown kid holds the line's one place until then.
+    let waiting = tokio::spawn({
+        let token = RegistryKey::new(KeyAlg::Es256, "first").sign(Algorithm::ES256, claims(1));
+        async move { announce_with(http, 1, &token).await }
+    });
+    let gateway = server.gateway().expect("jwt mode");
+    while gateway.waiting_for_keys() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = RegistryKey::new(KeyAlg::Es256, "second").sign(Algorithm::ES256, claims(1));
+    assert_eq!(
+        announce_with(http, 1, &second).await.as_deref(),
+        Some(
+            "unapproved request: invalid jwt: unknown signing key, and too many requests are waiting for the key set; retry later"
+        )
+    );
+    assert_eq!(
+        announce_with(http, 1, &key.sign(Algorithm::ES256, claims(1))).await,
+        None,
+        "known keys are not held up by the line"
+    );
+    let m = scrape_metrics(server.admin_addr).await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"swarmgate_auth_rejections_total{reason="refetch_busy"}"#
+        ),
+        1.0
+    );
+    waiting.abort();
+    assert_eq!(jwks.fetches(), 1, "only the load at start");
     server.shutdown().await;
 }
 

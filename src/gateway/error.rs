@@ -52,6 +52,12 @@ pub enum AuthError {
     /// The token approves another torrent, or none.
     #[error("unapproved request: invalid jwt: infohash not approved")]
     InfohashNotApproved,
+    /// The token names an unknown key and too many requests already wait for
+    /// the key set to be fetched again.
+    #[error(
+        "unapproved request: invalid jwt: unknown signing key, and too many requests are waiting for the key set; retry later"
+    )]
+    RefetchBusy,
     /// No key set has been loaded yet (the registry's JWKS was unreachable so far).
     #[error("unapproved request: invalid jwt: signing keys not loaded yet, retry later")]
     NoKeys,
@@ -73,6 +79,7 @@ impl AuthError {
             AuthError::WrongIssuer => "issuer",
             AuthError::WrongAudience => "audience",
             AuthError::InfohashNotApproved => "infohash",
+            AuthError::RefetchBusy => "refetch_busy",
             AuthError::NoKeys => "no_keys",
         }
     }

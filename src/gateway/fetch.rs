@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use super::keys::{KeyError, LoadedKeys, parse_jwks};
 
+/// The largest JWKS document read; a registry publishes a few keys (Quay's
+/// RSA JWKS is under 1 KiB a key), so anything near this is a fault.
+pub const MAX_JWKS_BYTES: usize = 1 << 20;
+
 /// Why a JWKS fetch failed; the previous key set stays in force.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -22,6 +26,12 @@ pub enum FetchError {
         url: String,
         /// The status code.
         status: u16,
+    },
+    /// The body is larger than [`MAX_JWKS_BYTES`]; it was not read to the end.
+    #[error("{url} sent a JWKS over {MAX_JWKS_BYTES} bytes; refusing to read it")]
+    TooLarge {
+        /// The JWKS URL.
+        url: String,
     },
     /// The body is not a JWK set.
     #[error("{url} did not return a JWK set: {source}")]
@@ -64,7 +74,7 @@ impl JwksFetcher {
             url: self.url.clone(),
             message: e.to_string(),
         };
-        let response = self
+        let mut response = self
             .client
             .get(&self.url)
             .send()
@@ -77,7 +87,22 @@ impl JwksFetcher {
                 status: status.as_u16(),
             });
         }
-        let body = response.bytes().await.map_err(request_error)?;
+        let too_large = || FetchError::TooLarge {
+            url: self.url.clone(),
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         parse_jwks(&body).map_err(|source| FetchError::Document {
             url: self.url.clone(),
             source,

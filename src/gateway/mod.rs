@@ -5,13 +5,15 @@
 //! - [`keys`]: the public keys, from a JWKS document or files.
 //! - [`cache`]: verified tokens, so a re-announce skips the signature.
 //! - [`fetch`]: the registry's JWKS over HTTP.
+//! - [`refetch`]: when an unknown `kid` makes a request wait for a new fetch.
 //! - [`layer`]: the tower layer both frontends call through.
 //! - [`mint`]: the registry's side — key generation and token minting.
 //!
 //! [`Gateway`] ties them together: it holds the current [`KeySet`] (swapped
-//! atomically), refreshes it from the JWKS URL, refetches at once (single
-//! flight, rate-limited) when a token names an unknown `kid`, and purges cached
-//! approvals of keys that left the set.
+//! atomically), refreshes it from the JWKS URL, has a request whose token
+//! names an unknown `kid` wait for a fetch that starts after it arrived
+//! (single flight, paced, bounded), and purges cached approvals of keys that
+//! left the set.
 
 pub mod cache;
 pub mod error;
@@ -19,6 +21,7 @@ pub mod fetch;
 pub mod keys;
 pub mod layer;
 pub mod mint;
+pub mod refetch;
 pub mod token;
 
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub use error::AuthError;
 pub use fetch::{FetchError, JwksFetcher};
 pub use keys::{KeySet, VerifyingKey};
 pub use layer::GatewayLayer;
+pub use refetch::RefetchPolicy;
 pub use token::{Approval, TokenPolicy};
 
 use crate::metrics::GatewayMetrics;
@@ -43,8 +47,8 @@ pub struct KeySources {
     pub static_keys: Vec<VerifyingKey>,
     /// The registry's JWKS, if `auth.jwks_url` is set.
     pub fetcher: Option<JwksFetcher>,
-    /// Least time between two refetches triggered by unknown kids.
-    pub min_refetch: Duration,
+    /// Pacing and bounds of fetches that unknown kids wait for.
+    pub refetch: RefetchPolicy,
 }
 
 /// The gateway's shared state.
@@ -55,11 +59,8 @@ pub struct Gateway {
     loaded: AtomicBool,
     static_keys: Vec<VerifyingKey>,
     fetcher: Option<JwksFetcher>,
-    min_refetch: Duration,
-    /// Serialises fetches (single flight) and remembers the last one that an
-    /// unknown kid triggered (rate limit). Periodic refreshes do not count, so a
-    /// key published just after one is still fetched on its first use.
-    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Every fetch goes through this line: single flight, paced.
+    refetch: refetch::Refetcher,
     cache: TokenCache,
     metrics: GatewayMetrics,
 }
@@ -82,8 +83,7 @@ impl Gateway {
             loaded: AtomicBool::new(false),
             static_keys: sources.static_keys,
             fetcher: sources.fetcher,
-            min_refetch: sources.min_refetch,
-            last_refetch: tokio::sync::Mutex::new(None),
+            refetch: refetch::Refetcher::new(sources.refetch),
             cache: TokenCache::new(cache_capacity),
             metrics: GatewayMetrics::noop(),
         };
@@ -135,11 +135,16 @@ impl Gateway {
         }
     }
 
-    /// Fetches the JWKS now and installs it with the static keys. On failure
-    /// the current key set stays.
+    /// Fetches the JWKS (once the pacing interval allows) and installs it
+    /// with the static keys. On failure the current key set stays.
     pub async fn refresh(&self) -> Result<usize, FetchError> {
-        let _single_flight = self.last_refetch.lock().await;
-        self.fetch_and_install().await
+        self.refetch
+            .fetch_now(|| async {
+                let result = self.fetch_and_install().await;
+                let ok = result.is_ok();
+                (result, ok)
+            })
+            .await
     }
 
     async fn fetch_and_install(&self) -> Result<usize, FetchError> {
@@ -166,40 +171,53 @@ impl Gateway {
         Ok(count)
     }
 
-    /// Refetches because a token named `kid`: at most one fetch at a time, and
-    /// none if another happened within `min_refetch` or already brought the key.
-    async fn refetch_for(&self, kid: Option<&str>) {
-        let mut last = self.last_refetch.lock().await;
-        if kid.is_some_and(|kid| self.keys.load().contains(kid)) {
-            return;
+    /// Waits for a JWKS fetch that starts after this call, because a token
+    /// named `kid`, unless the refetch line says not to wait.
+    async fn refetch_for(&self, kid: Option<&str>) -> Result<(), AuthError> {
+        let ticket = self.refetch.ticket();
+        let refused = |why| match why {
+            refetch::NoWait::RecentlyAbsent => unknown_key(kid),
+            refetch::NoWait::Busy => AuthError::RefetchBusy,
+        };
+        self.refetch.admit(kid, Instant::now()).map_err(refused)?;
+        let fetched_ok = self
+            .refetch
+            .wait_for_fetch(ticket, || async {
+                match self.fetch_and_install().await {
+                    Ok(count) => {
+                        tracing::info!(keys = count, "refetched the JWKS for an unknown kid");
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "refetching the JWKS for an unknown kid failed");
+                        false
+                    }
+                }
+            })
+            .await
+            .map_err(refused)?;
+        if let Some(kid) = kid
+            && fetched_ok
+            && !self.keys.load().contains(kid)
+        {
+            self.refetch.remember_absent(kid, Instant::now());
         }
-        if last.is_some_and(|at| at.elapsed() < self.min_refetch) {
-            return;
-        }
-        *last = Some(Instant::now());
-        match self.fetch_and_install().await {
-            Ok(count) => tracing::info!(keys = count, "refetched the JWKS for an unknown kid"),
-            Err(error) => tracing::warn!(%error, "refetching the JWKS for an unknown kid failed"),
-        }
+        Ok(())
     }
 
     /// Checks a token at `now` (Unix seconds): cached approval, or full
-    /// verification, refetching the key set once for an unknown kid.
+    /// verification; a token naming an unknown kid waits for a fresh key set.
     pub async fn check(&self, token: Option<&str>, now: u64) -> Result<Approval, AuthError> {
         match self.quick_check(token, now) {
             Quick::Done(result) => result,
             Quick::UnknownKid(kid) => {
                 if self.fetcher.is_some() {
-                    self.refetch_for(kid.as_deref()).await;
+                    self.refetch_for(kid.as_deref()).await?;
                 }
                 match self.quick_check(token, now) {
                     Quick::Done(result) => result,
                     Quick::UnknownKid(_) if !self.keys_loaded() => Err(AuthError::NoKeys),
-                    Quick::UnknownKid(_) => Err(AuthError::UnknownKey(
-                        kid.as_deref()
-                            .map(printable)
-                            .unwrap_or_else(|| "none".into()),
-                    )),
+                    Quick::UnknownKid(_) => Err(unknown_key(kid.as_deref())),
                 }
             }
         }
@@ -260,6 +278,11 @@ impl Gateway {
         Quick::Done(result)
     }
 
+    /// How many requests are waiting for a JWKS fetch.
+    pub fn waiting_for_keys(&self) -> usize {
+        self.refetch.waiting()
+    }
+
     /// Keeps the key set fresh until `stopped` resolves: every `refresh`
     /// after a success, and after a failure again with backoff (from 500 ms,
     /// doubling up to `refresh`).
@@ -288,4 +311,9 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The refusal for a kid no key set holds.
+fn unknown_key(kid: Option<&str>) -> AuthError {
+    AuthError::UnknownKey(kid.map(printable).unwrap_or_else(|| "none".into()))
 }
