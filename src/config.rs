@@ -29,6 +29,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Network topology for locality-aware peer handout.
     pub locality: LocalityConfig,
+    /// What one client can make the tracker store.
+    pub limits: LimitsConfig,
 }
 
 /// `[http]`
@@ -41,6 +43,15 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Reverse proxies whose `X-Forwarded-For` (and `ip`/`ipv4`/`ipv6` parameters) are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Time a client has to send a request's headers once it has started.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may sit without a request (before the first
+    /// byte of the next one) before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most HTTP connections open at once; more are closed on accept.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +60,9 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 6969)),
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -247,6 +261,45 @@ impl Default for LocalityConfig {
     }
 }
 
+/// `[limits]`: what one client (one token holder, or anyone in open mode)
+/// can make the tracker store. Past a limit a newcomer is still answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Peers one IP address may list in one swarm; a new peer id from an
+    /// address at the limit replaces that address's oldest entry.
+    pub peers_per_address: usize,
+    /// Peers one swarm may list; past it a newcomer gets peers but is not stored.
+    pub peers_per_swarm: usize,
+    /// Peers all swarms together may list; likewise.
+    pub peers: usize,
+    /// Swarms held at once; past it an announce for a new torrent gets an empty answer.
+    pub swarms: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            peers_per_address: 32,
+            peers_per_swarm: 200_000,
+            peers: 10_000_000,
+            swarms: 2_000_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The engine's view of these limits.
+    pub fn storage(&self) -> crate::swarm::StorageLimits {
+        crate::swarm::StorageLimits {
+            peers_per_address: self.peers_per_address,
+            peers_per_swarm: self.peers_per_swarm,
+            peers: self.peers,
+            swarms: self.swarms,
+        }
+    }
+}
+
 /// One `[[locality.sites]]` entry: the addresses of one zone in one region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +359,15 @@ listen = "0.0.0.0:6969"
 # X-Forwarded-For address that is not itself a trusted proxy.
 # Example: trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32"]
 trusted_proxies = []
+# Time a client has, once it starts a request, to send all of its headers
+# (slow-header clients are cut off here).
+header_read_timeout = "5s"
+# How long a keep-alive connection may wait for its next request.
+idle_timeout = "30s"
+# Most HTTP connections open at once; past it new ones are closed at once
+# (counted as swarmgate_limit_hits_total{limit="http_connections"}). Keep the
+# process's open-file limit above it.
+max_connections = 10000
 
 [udp]
 # Serve BEP 15 UDP announces; the token travels in BEP 41 URL data
@@ -416,6 +478,22 @@ spill_percent = 15
 #   zone = "us-east-1a"
 #   region = "us-east-1"
 sites = []
+
+# What one client (a token holder, or anyone in open mode) can make the
+# tracker store. Past a limit the announcer is still answered with peers; each
+# hit counts in swarmgate_limit_hits_total{limit}.
+[limits]
+# Peers one IP address may list in one swarm (per address family). A new
+# peer id from an address at the limit replaces its oldest entry, so a client
+# that restarts with a new id is never locked out.
+peers_per_address = 32
+# Peers one swarm may list (a dual-stack peer counts once per family); a
+# newcomer to a full swarm gets peers but is not stored.
+peers_per_swarm = 200000
+# Peers all swarms together may list; likewise.
+peers = 10000000
+# Swarms held at once; an announce for a new torrent past it gets no peers.
+swarms = 2000000
 "#;
 
 /// Keys read only at start: SIGHUP logs a change to them and keeps the
@@ -423,6 +501,7 @@ sites = []
 pub const RESTART_ONLY_KEYS: &[&str] = &[
     "http.enabled",
     "http.listen",
+    "http.max_connections",
     "udp.enabled",
     "udp.listen",
     "udp.secret",
@@ -655,6 +734,27 @@ impl Config {
 
     /// Checks relations between values that types alone cannot express.
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        let http = &self.http;
+        if http.header_read_timeout.is_zero() || http.idle_timeout.is_zero() {
+            return Err((
+                "http.header_read_timeout",
+                "HTTP timeouts must be more than zero".into(),
+            ));
+        }
+        if http.max_connections == 0 {
+            return Err(("http.max_connections", "must be at least 1".into()));
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.peers_per_address", limits.peers_per_address),
+            ("limits.peers_per_swarm", limits.peers_per_swarm),
+            ("limits.peers", limits.peers),
+            ("limits.swarms", limits.swarms),
+        ] {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
         let announce = &self.announce;
         if announce.interval.is_zero() {
             return Err(("announce.interval", "must be more than zero".into()));

@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::swarm::{Engine, PurgeStats, Tier};
+use crate::swarm::{Engine, Limit, PurgeStats, Tier};
 
 /// Request latency buckets (seconds): 25 µs to 1 s, since a tracker answers
 /// in microseconds unless something is wrong (a JWKS refetch, a stall).
@@ -224,6 +224,11 @@ impl Metrics {
         for tier in Tier::ALL {
             self.counter("swarmgate_peers_returned_total", &[("tier", tier.label())])
                 .absolute(counts.get(tier));
+        }
+        let hits = engine.limit_hits();
+        for limit in Limit::ALL {
+            self.counter("swarmgate_limit_hits_total", &[("limit", limit.label())])
+                .absolute(hits.get(limit));
         }
     }
 }

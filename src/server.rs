@@ -102,6 +102,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let engine = Arc::new(Engine::with_locality(
         EngineConfig {
             peer_lifetime: config.announce.peer_lifetime,
+            limits: config.limits.storage(),
             ..EngineConfig::default()
         },
         locality_settings(&config.locality)?,
@@ -157,20 +158,17 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             live.http.clone(),
             Arc::new(RequestMetrics::new(&metrics, Protocol::Http)),
         ));
-        let mut stopped = stopped.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP frontend failed");
-            }
-        });
+        tasks.spawn(crate::frontend::http_listener::serve(
+            listener,
+            router,
+            live.http.clone(),
+            config.http.max_connections,
+            metrics.counter(
+                "swarmgate_limit_hits_total",
+                &[("limit", "http_connections")],
+            ),
+            stopped.clone(),
+        ));
         Some(addr)
     } else {
         None
@@ -285,6 +283,7 @@ impl Server {
             );
         }
         self.engine.set_locality(locality);
+        self.engine.set_limits(new.limits.storage());
         self.live
             .http
             .store(Arc::new(HttpSettings::from_config(&new)));

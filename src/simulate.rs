@@ -203,6 +203,7 @@ pub fn run(
         EngineConfig {
             peer_lifetime: Duration::from_secs(u64::from(settings.announce_every) * 3),
             shards: 1,
+            ..EngineConfig::default()
         },
         LocalitySettings { topology, policy },
     );

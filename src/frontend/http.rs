@@ -32,6 +32,8 @@ pub struct HttpSettings {
     pub limits: AnnounceLimits,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Deadlines of each new connection.
+    pub timeouts: super::http_listener::ConnectionTimeouts,
 }
 
 impl HttpSettings {
@@ -40,6 +42,10 @@ impl HttpSettings {
         Self {
             limits: AnnounceLimits::from_config(&config.announce),
             trusted_proxies: config.http.trusted_proxies.clone(),
+            timeouts: super::http_listener::ConnectionTimeouts {
+                header_read: config.http.header_read_timeout,
+                idle: config.http.idle_timeout,
+            },
         }
     }
 }

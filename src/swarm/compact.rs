@@ -89,6 +89,34 @@ impl CompactSet {
         position_of(&self.entries, id)
     }
 
+    /// Whether the peer with this id is listed.
+    pub(super) fn contains(&self, id: &PeerId) -> bool {
+        self.position(id).is_some()
+    }
+
+    /// When `ip` already lists `limit` peers or more, removes its entry that
+    /// expires first (its oldest announce); returns whether it did.
+    pub(super) fn evict_oldest_of(&mut self, ip: Ipv4Addr, limit: usize) -> bool {
+        let ip = u32::from(ip);
+        let mut count = 0;
+        let mut oldest: Option<(u32, usize)> = None;
+        for (position, entry) in self.entries.iter().enumerate() {
+            if entry.ip == ip {
+                count += 1;
+                if oldest.is_none_or(|(at, _)| entry.expires_at() < at) {
+                    oldest = Some((entry.expires_at(), position));
+                }
+            }
+        }
+        match oldest {
+            Some((_, position)) if count >= limit => {
+                self.remove_at(position);
+                true
+            }
+            _ => false,
+        }
+    }
+
     #[cfg(test)]
     fn has_completed(&self, id: &PeerId) -> bool {
         self.position(id)

@@ -1,8 +1,10 @@
 //! The in-memory store of swarms and the announce/scrape/expiry operations on it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -11,6 +13,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use super::compact::{COMPACT_MAX, CompactSet, Upsert};
+use super::limits::{Limit, LimitHits, LiveLimits, StorageLimits};
 use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
 use super::peers::{Announcer, Candidates, PeerSet, Slot, hand_out, saturating_u32};
 use super::types::{
@@ -25,6 +28,8 @@ pub struct EngineConfig {
     pub peer_lifetime: Duration,
     /// How many independently locked shards the swarms are spread over.
     pub shards: usize,
+    /// What may be stored at most (changed later with [`Engine::set_limits`]).
+    pub limits: StorageLimits,
 }
 
 impl Default for EngineConfig {
@@ -32,6 +37,7 @@ impl Default for EngineConfig {
         Self {
             peer_lifetime: Duration::from_secs(150),
             shards: 128,
+            limits: StorageLimits::UNLIMITED,
         }
     }
 }
@@ -70,6 +76,12 @@ pub struct Engine {
     epoch: Instant,
     peer_lifetime_secs: u32,
     locality: ArcSwap<LocalitySettings>,
+    limits: LiveLimits,
+    /// Peers listed in all swarms, kept by the same changes as the shards'
+    /// totals, so the peer limit costs one relaxed load per announce.
+    peers: AtomicUsize,
+    /// Swarms held, likewise.
+    swarms: AtomicUsize,
     /// Whether small swarms use the compact layout (always, except in the
     /// test that checks both layouts answer alike).
     compact: bool,
@@ -82,6 +94,8 @@ struct Shard {
     swarms: FastMap<InfoHash, Swarm>,
     /// Peers handed out per tier by announces to this shard.
     tiers: TierCounts,
+    /// Storage limits hit by announces to this shard.
+    limit_hits: LimitHits,
     /// Seeders and leechers in this shard's swarms, kept current by every
     /// announce (from the swarm's counts before and after) so that a metrics
     /// scrape reads totals without walking the swarms.
@@ -90,12 +104,24 @@ struct Shard {
 }
 
 impl Shard {
-    /// Moves the shard's totals by a swarm's change from `before` to `after`.
-    fn count(&mut self, before: SwarmStats, after: SwarmStats) {
+    /// Moves the shard's totals, and the engine's peer count, by a swarm's
+    /// change from `before` to `after`.
+    fn count(&mut self, peers: &AtomicUsize, before: SwarmStats, after: SwarmStats) {
         self.seeders =
             (self.seeders + after.complete as usize).saturating_sub(before.complete as usize);
         self.leechers =
             (self.leechers + after.incomplete as usize).saturating_sub(before.incomplete as usize);
+        move_count(peers, before.peers(), after.peers());
+    }
+}
+
+/// Moves `counter` from `before` to `after` (most announces change nothing
+/// and skip the atomic).
+fn move_count(counter: &AtomicUsize, before: usize, after: usize) {
+    if after > before {
+        counter.fetch_add(after - before, Ordering::Relaxed);
+    } else if before > after {
+        counter.fetch_sub(before - after, Ordering::Relaxed);
     }
 }
 
@@ -162,6 +188,9 @@ impl Engine {
             epoch: Instant::now(),
             peer_lifetime_secs: u32::try_from(config.peer_lifetime.as_secs()).unwrap_or(u32::MAX),
             locality: ArcSwap::from_pointee(locality),
+            limits: LiveLimits::new(config.limits),
+            peers: AtomicUsize::new(0),
+            swarms: AtomicUsize::new(0),
             compact: true,
         }
     }
@@ -170,6 +199,21 @@ impl Engine {
     /// announced with until their next announce re-files them.
     pub fn set_locality(&self, locality: LocalitySettings) {
         self.locality.store(Arc::new(locality));
+    }
+
+    /// Replaces the storage limits. Peers already stored stay; the limits
+    /// apply to what arrives next.
+    pub fn set_limits(&self, limits: StorageLimits) {
+        self.limits.set(limits);
+    }
+
+    /// How often each storage limit was hit so far.
+    pub fn limit_hits(&self) -> LimitHits {
+        let mut total = LimitHits::default();
+        for shard in self.shards.iter() {
+            total.add(&shard.lock().limit_hits);
+        }
+        total
     }
 
     /// Where the engine places `addr` (for tools and tests).
@@ -204,28 +248,45 @@ impl Engine {
             swarm.stop(request);
             swarm.last_announce = now_secs;
             let stats = swarm.stats();
-            shard.count(before, stats);
+            shard.count(&self.peers, before, stats);
             return AnnounceResponse {
                 stats,
                 peers: Vec::new(),
             };
         }
 
-        let swarm = shard
-            .swarms
-            .entry(request.info_hash)
-            .or_insert_with(|| Swarm::new(self.compact));
+        let limits = self.limits.get();
+        let swarm = match shard.swarms.entry(request.info_hash) {
+            Entry::Occupied(listed) => listed.into_mut(),
+            Entry::Vacant(_) if self.swarms.load(Ordering::Relaxed) >= limits.swarms => {
+                shard.limit_hits.hit(Limit::Swarms);
+                return AnnounceResponse::default();
+            }
+            Entry::Vacant(slot) => {
+                self.swarms.fetch_add(1, Ordering::Relaxed);
+                slot.insert(Swarm::new(self.compact))
+            }
+        };
         let before = swarm.stats();
         swarm.last_announce = now_secs;
         let expires_at = now_secs.saturating_add(self.peer_lifetime_secs);
         let mut peers = Vec::with_capacity(request.numwant.min(swarm.len()));
-        swarm.announce(request, locality, expires_at, &settings, rng, &mut peers);
+        let admission = Admission {
+            limits,
+            peers_now: self.peers.load(Ordering::Relaxed),
+        };
+        let hit = swarm.announce(
+            request, locality, expires_at, &settings, &admission, rng, &mut peers,
+        );
+        if let Some(limit) = hit {
+            shard.limit_hits.hit(limit);
+        }
         // Guard and spill picks join their tier: nearest first on the wire.
         if settings.policy.tiers {
             sort_by_tier(&mut peers);
         }
         let stats = swarm.stats();
-        shard.count(before, stats);
+        shard.count(&self.peers, before, stats);
         for peer in &peers {
             shard.tiers.0[peer.tier as usize] += 1;
         }
@@ -294,11 +355,18 @@ impl Engine {
                 true
             });
             // The sweep saw every swarm, so its sums replace the running totals.
+            move_count(
+                &self.peers,
+                shard.seeders + shard.leechers,
+                seeders + leechers,
+            );
             (shard.seeders, shard.leechers) = (seeders, leechers);
             stats.seeders += seeders;
             stats.leechers += leechers;
             stats.swarms += shard.swarms.len();
         }
+        self.swarms
+            .fetch_sub(stats.removed_swarms, Ordering::Relaxed);
         stats
     }
 
@@ -396,15 +464,71 @@ impl Swarm {
         }
     }
 
+    /// Whether the announcer's id is listed in its address family.
+    fn lists(&self, request: &AnnounceRequest) -> bool {
+        let id = &request.peer_id;
+        match (&self.peers, request.addr) {
+            (Peers::Compact(set), SocketAddr::V4(_)) => set.contains(id),
+            (Peers::Compact(_), SocketAddr::V6(_)) => false,
+            (Peers::Full(sets), SocketAddr::V4(_)) => sets.v4.contains(id),
+            (Peers::Full(sets), SocketAddr::V6(_)) => sets.v6.contains(id),
+        }
+    }
+
+    /// Makes room for a new peer id from an address at the per-address
+    /// limit by dropping that address's oldest entry; returns whether it did.
+    fn evict_oldest_of(&mut self, addr: SocketAddr, subnet: u32, limit: usize) -> bool {
+        match (&mut self.peers, addr) {
+            (Peers::Compact(set), SocketAddr::V4(addr)) => set.evict_oldest_of(*addr.ip(), limit),
+            (Peers::Compact(_), SocketAddr::V6(_)) => false,
+            (Peers::Full(sets), SocketAddr::V4(_)) => {
+                sets.v4.evict_oldest_of(addr.ip(), subnet, limit)
+            }
+            (Peers::Full(sets), SocketAddr::V6(_)) => {
+                sets.v6.evict_oldest_of(addr.ip(), subnet, limit)
+            }
+        }
+    }
+
+    /// Answers an announcer that a limit keeps out: peers of its own
+    /// family, as if it were listed, but nothing stored.
+    fn answer_unlisted<R: Rng + ?Sized>(
+        &self,
+        request: &AnnounceRequest,
+        who: &Announcer<'_>,
+        settings: &LocalitySettings,
+        rng: &mut R,
+        out: &mut Vec<HandoutPeer>,
+    ) {
+        let (numwant, policy) = (request.numwant, &settings.policy);
+        match (&self.peers, request.addr) {
+            (Peers::Compact(set), SocketAddr::V4(_)) => {
+                let candidates = set.candidates(&settings.topology);
+                hand_out(&candidates, who, None, numwant, policy, rng, out);
+            }
+            (Peers::Compact(_), SocketAddr::V6(_)) => {}
+            (Peers::Full(sets), SocketAddr::V4(_)) => {
+                hand_out(&sets.v4, who, None, numwant, policy, rng, out)
+            }
+            (Peers::Full(sets), SocketAddr::V6(_)) => {
+                hand_out(&sets.v6, who, None, numwant, policy, rng, out)
+            }
+        }
+    }
+
+    /// Records the announce (within the storage limits) and hands out peers;
+    /// returns the limit the announce ran into, if any.
+    #[allow(clippy::too_many_arguments)]
     fn announce<R: Rng + ?Sized>(
         &mut self,
         request: &AnnounceRequest,
         locality: Locality,
         expires_at: u32,
         settings: &LocalitySettings,
+        admission: &Admission,
         rng: &mut R,
         out: &mut Vec<HandoutPeer>,
-    ) {
+    ) -> Option<Limit> {
         let seeder = request.is_seeder();
         let completing = request.event == Event::Completed;
         let id = &request.peer_id;
@@ -416,6 +540,20 @@ impl Swarm {
         };
         let numwant = request.numwant;
         let policy = &settings.policy;
+        let limits = &admission.limits;
+        let mut hit = None;
+        if !self.lists(request) {
+            if self.evict_oldest_of(request.addr, locality.subnet, limits.peers_per_address) {
+                hit = Some(Limit::PeersPerAddress);
+            } else if self.len() >= limits.peers_per_swarm || admission.peers_now >= limits.peers {
+                self.answer_unlisted(request, &who, settings, rng, out);
+                return Some(if self.len() >= limits.peers_per_swarm {
+                    Limit::PeersPerSwarm
+                } else {
+                    Limit::Peers
+                });
+            }
+        }
         if let Peers::Compact(set) = &mut self.peers {
             if let SocketAddr::V4(addr) = request.addr
                 && let Upsert::Done { first, position } =
@@ -427,7 +565,7 @@ impl Swarm {
                 let candidates = set.candidates(&settings.topology);
                 let own = Some(candidates.slot(position));
                 hand_out(&candidates, &who, own, numwant, policy, rng, out);
-                return;
+                return hit;
             }
             // Outgrown, or an IPv6 peer: move to full sets and go on there.
             let v4 = set.to_full(&settings.topology);
@@ -437,7 +575,7 @@ impl Swarm {
             }));
         }
         let Peers::Full(sets) = &mut self.peers else {
-            return;
+            return hit;
         };
         match request.addr {
             SocketAddr::V4(addr) => {
@@ -459,7 +597,14 @@ impl Swarm {
                 hand_out_dual(&sets.v6, own, &sets.v4, &who, numwant, policy, rng, out);
             }
         }
+        hit
     }
+}
+
+/// What an announce may store: the limits, and the engine's peers now.
+struct Admission {
+    limits: StorageLimits,
+    peers_now: usize,
 }
 
 /// Orders a reply nearest tier first. Replies come out of the handout nearly
@@ -569,6 +714,7 @@ mod tests {
         Engine::new(EngineConfig {
             peer_lifetime: Duration::from_secs(100),
             shards: 4,
+            ..EngineConfig::default()
         })
     }
 
@@ -579,6 +725,126 @@ mod tests {
             })
             .files[0]
             .1
+    }
+
+    fn limited(limits: StorageLimits) -> Engine {
+        Engine::new(EngineConfig {
+            peer_lifetime: Duration::from_secs(1000),
+            shards: 4,
+            limits,
+        })
+    }
+
+    fn from(addr: SocketAddr, n: u32, torrent: u8) -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: InfoHash([torrent; 20]),
+            addr,
+            ..announce(n, 10, Event::Started, 50)
+        }
+    }
+
+    fn peers_of(engine: &Engine, torrent: u8) -> usize {
+        engine
+            .scrape(&ScrapeRequest {
+                info_hashes: vec![InfoHash([torrent; 20])],
+            })
+            .files[0]
+            .1
+            .peers()
+    }
+
+    #[test]
+    fn an_address_keeps_at_most_its_limit_and_its_newest_ids_in_both_layouts() {
+        for others in [0u32, 300] {
+            let engine = limited(StorageLimits {
+                peers_per_address: 4,
+                ..StorageLimits::UNLIMITED
+            });
+            let start = engine.epoch();
+            let rng = &mut SmallRng::seed_from_u64(3);
+            // Honest neighbours first (300 make the set full and indexed).
+            for n in 0..others {
+                engine.announce(&from(v4(n), n, 7), start, rng);
+            }
+            let flooder = SocketAddr::from(([10, 0, 1, 200], 7000)); // shares a /24 with honest peers
+            for k in 0..100u32 {
+                let now = start + Duration::from_secs(u64::from(k));
+                let response = engine.announce(&from(flooder, 10_000 + k, 7), now, rng);
+                assert!(response.stats.peers() <= others as usize + 4);
+            }
+            assert_eq!(peers_of(&engine, 7), others as usize + 4, "{others} others");
+            assert_eq!(engine.limit_hits().get(Limit::PeersPerAddress), 96);
+            // The newest id is listed (a restarted client is never locked
+            // out); the oldest made room.
+            let late = start + Duration::from_secs(200);
+            let mut stop = from(flooder, 10_000, 7);
+            stop.event = Event::Stopped;
+            engine.announce(&stop, late, rng);
+            assert_eq!(peers_of(&engine, 7), others as usize + 4);
+            stop.peer_id = peer_id(10_099);
+            engine.announce(&stop, late, rng);
+            assert_eq!(peers_of(&engine, 7), others as usize + 3);
+            // Re-announces of listed ids are never limited.
+            let hits = engine.limit_hits();
+            engine.announce(&from(flooder, 10_098, 7), late, rng);
+            assert_eq!(engine.limit_hits(), hits);
+        }
+    }
+
+    #[test]
+    fn a_full_swarm_answers_newcomers_without_storing_them() {
+        let engine = limited(StorageLimits {
+            peers_per_swarm: 10,
+            ..StorageLimits::UNLIMITED
+        });
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(4);
+        for n in 0..20 {
+            let response = engine.announce(&from(v4(n), n, 7), now, rng);
+            if n >= 10 {
+                assert_eq!(response.stats.peers(), 10);
+                assert_eq!(response.peers.len(), 10, "answered with peers");
+            }
+        }
+        assert_eq!(peers_of(&engine, 7), 10);
+        assert_eq!(engine.limit_hits().get(Limit::PeersPerSwarm), 10);
+        // A listed peer's re-announce and role change go through.
+        engine.announce(&from(v4(3), 3, 7), now, rng);
+        assert_eq!(engine.limit_hits().get(Limit::PeersPerSwarm), 10);
+    }
+
+    #[test]
+    fn the_engine_wide_peer_and_swarm_limits_hold_and_free_up_after_expiry() {
+        let engine = limited(StorageLimits {
+            peers: 15,
+            swarms: 3,
+            ..StorageLimits::UNLIMITED
+        });
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(5);
+        for torrent in 1..=5u8 {
+            for n in 0..8 {
+                engine.announce(&from(v4(n), n, torrent), now, rng);
+            }
+        }
+        let census = engine.census();
+        assert_eq!(census.swarms, 3);
+        assert_eq!(census.seeders + census.leechers, 15);
+        let hits = engine.limit_hits();
+        assert_eq!(hits.get(Limit::Peers), 9);
+        assert_eq!(hits.get(Limit::Swarms), 16);
+        assert_eq!(peers_of(&engine, 5), 0);
+
+        // Once everything expired, the counters are back to zero: room again.
+        let later = now + Duration::from_secs(5000);
+        engine.purge_expired(later);
+        engine.purge_expired(later + Duration::from_secs(5000));
+        assert_eq!(engine.census(), Census::default());
+        for torrent in 4..=5u8 {
+            engine.announce(&from(v4(1), 1, torrent), later, rng);
+        }
+        assert_eq!(peers_of(&engine, 5), 1);
+        assert_eq!(engine.census().swarms, 2);
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn engine(policy: HandoutPolicy) -> Engine {
         EngineConfig {
             peer_lifetime: Duration::from_secs(100),
             shards: 2,
+            ..EngineConfig::default()
         },
         LocalitySettings {
             topology: topology(),

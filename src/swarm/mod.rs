@@ -9,16 +9,19 @@
 //! Inside: `engine` (shards of swarms; announce, scrape, expiry), `compact`
 //! (the 32-bytes-a-peer layout of small IPv4 swarms), `peers` (the full
 //! layout, its locality index, and the handout over either layout),
-//! `locality` (where an address sits), `sample` (random walks without repeats).
+//! `locality` (where an address sits), `sample` (random walks without repeats),
+//! `limits` (what one client can make the engine store).
 
 mod compact;
 mod engine;
+pub mod limits;
 mod locality;
 mod peers;
 mod sample;
 mod types;
 
 pub use engine::{Census, Engine, EngineConfig, LocalitySettings, PurgeStats};
+pub use limits::{Limit, LimitHits, StorageLimits};
 pub use locality::{HandoutPolicy, Locality, SiteSpec, Tier, TierCounts, Topology, TopologyError};
 pub use sample::{Walk, sample_indices};
 pub use types::{

@@ -419,6 +419,52 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             .copied()
     }
 
+    /// Whether the peer with this id is listed.
+    pub(super) fn contains(&self, id: &PeerId) -> bool {
+        self.find(id).is_some()
+    }
+
+    /// When `ip` already lists `limit` peers or more, removes its entry that
+    /// expires first (its oldest announce); returns whether it did. An
+    /// indexed set walks only the members of `subnet` (the address's own),
+    /// so the cost is bounded by that group, not by the swarm.
+    pub(super) fn evict_oldest_of(
+        &mut self,
+        ip: std::net::IpAddr,
+        subnet: u32,
+        limit: usize,
+    ) -> bool {
+        let mut count = 0;
+        let mut oldest: Option<(u32, Slot)> = None;
+        let mut consider = |role: usize, index: u32| {
+            let peers = &self.roles[role];
+            if peers.places[index as usize].addr.into().ip() == ip {
+                count += 1;
+                let expires_at = peers.records[index as usize].expires_at;
+                if oldest.is_none_or(|(at, _)| expires_at < at) {
+                    oldest = Some((expires_at, Slot::new(role, index)));
+                }
+            }
+        };
+        for role in [SEEDERS, LEECHERS] {
+            match &self.index {
+                Some(index) => index
+                    .group(role, 0, Some(subnet))
+                    .iter()
+                    .for_each(|&member| consider(role, member)),
+                None => (0..saturating_u32(self.roles[role].len()))
+                    .for_each(|member| consider(role, member)),
+            }
+        }
+        match oldest {
+            Some((_, slot)) if count >= limit => {
+                self.remove_slot(slot);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the locality index is built (for tests and memory accounting).
     #[cfg(test)]
     pub(super) fn is_indexed(&self) -> bool {

@@ -121,6 +121,13 @@ pub struct SwarmStats {
     pub downloaded: u32,
 }
 
+impl SwarmStats {
+    /// Peers listed (seeders and leechers; a dual-stack peer once per family).
+    pub fn peers(&self) -> usize {
+        self.complete as usize + self.incomplete as usize
+    }
+}
+
 /// The engine's answer to an announce.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AnnounceResponse {
