@@ -15,16 +15,15 @@
 //!
 //! The timeouts follow Go's `ReadHeaderTimeout`/`IdleTimeout` split: hyper's
 //! own header timer starts when the connection goes idle, which would make
-//! the two one setting. Here an I/O wrapper enforces whichever deadline the
-//! connection's phase calls for, and the service marks when a request's
-//! headers are complete (busy: no deadline) and when its response is ready
-//! (idle again).
+//! the two one setting. Here each connection's phase is watched: the service
+//! marks when a request's headers are complete (busy: no deadline) and when
+//! its response is ready (idle), the socket wrapper marks the next request's
+//! first byte (reading), and a deadline per phase drops the connection.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,7 +36,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::http::HttpSettings;
@@ -55,110 +53,43 @@ pub struct ConnectionTimeouts {
 /// Where a connection is: reading a request, answering it, or waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Reading = 0,
-    Busy = 1,
-    Idle = 2,
+    /// From the accept, or the next request's first byte, to its last header byte.
+    Reading,
+    /// Headers complete; the router is answering.
+    Busy,
+    /// The response is ready; waiting for the next request.
+    Idle,
 }
 
-/// The phase, with a generation that changes at every transition so the I/O
-/// wrapper knows to arm a new deadline.
-#[derive(Default)]
-struct PhaseCell(AtomicU32);
-
-impl PhaseCell {
-    fn get(&self) -> (Phase, u32) {
-        let word = self.0.load(Ordering::Acquire);
-        let phase = match word & 3 {
-            0 => Phase::Reading,
-            1 => Phase::Busy,
-            _ => Phase::Idle,
-        };
-        (phase, word >> 2)
-    }
-
-    fn set(&self, phase: Phase) {
-        let (_, generation) = self.get();
-        self.0.store(
-            (generation.wrapping_add(1) << 2) | phase as u32,
-            Ordering::Release,
-        );
-    }
-}
-
-/// A socket whose reads and writes fail with `TimedOut` once the deadline
-/// of the connection's phase has passed.
-struct DeadlineIo {
+/// A socket that tells the connection's phase when the next request's
+/// first byte arrives.
+struct PhaseIo {
     stream: TcpStream,
-    phase: Arc<PhaseCell>,
-    timeouts: ConnectionTimeouts,
-    sleep: Pin<Box<Sleep>>,
-    /// The (phase, generation) the sleep is armed for.
-    armed: (Phase, u32),
+    phase: Arc<watch::Sender<Phase>>,
 }
 
-impl DeadlineIo {
-    fn new(stream: TcpStream, phase: Arc<PhaseCell>, timeouts: ConnectionTimeouts) -> Self {
-        let armed = phase.get();
-        Self {
-            stream,
-            phase,
-            timeouts,
-            sleep: Box::pin(tokio::time::sleep(timeouts.header_read)),
-            armed,
-        }
-    }
-
-    /// Whether the current phase's deadline has passed (registering a wake-up if not).
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let current = self.phase.get();
-        let limit = match current.0 {
-            Phase::Busy => return false,
-            Phase::Reading => self.timeouts.header_read,
-            Phase::Idle => self.timeouts.idle,
-        };
-        if current != self.armed {
-            self.armed = current;
-            self.sleep.as_mut().reset(Instant::now() + limit);
-        }
-        self.sleep.as_mut().poll(cx).is_ready()
-    }
-}
-
-fn timed_out(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, format!("HTTP {what} timeout"))
-}
-
-impl AsyncRead for DeadlineIo {
+impl AsyncRead for PhaseIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && self.phase.get().0 == Phase::Idle {
-                    // The next request's first byte: its headers' clock starts.
-                    self.phase.set(Phase::Reading);
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out("read"))),
-            other => other,
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before && *self.phase.borrow() == Phase::Idle {
+            self.phase.send_replace(Phase::Reading);
         }
+        polled
     }
 }
 
-impl AsyncWrite for DeadlineIo {
+impl AsyncWrite for PhaseIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, data) {
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out("write"))),
-            other => other,
-        }
+        Pin::new(&mut self.stream).poll_write(cx, data)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -167,6 +98,37 @@ impl AsyncWrite for DeadlineIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Resolves when the connection has stayed in one phase past that phase's
+/// limit (a response that the client does not read keeps it idle, so the
+/// idle limit covers that too).
+async fn deadline(mut phase: watch::Receiver<Phase>, timeouts: ConnectionTimeouts) -> &'static str {
+    loop {
+        let current = *phase.borrow_and_update();
+        let limit = match current {
+            Phase::Busy => None,
+            Phase::Reading => Some((timeouts.header_read, "header read")),
+            Phase::Idle => Some((timeouts.idle, "idle")),
+        };
+        match limit {
+            None => {
+                if phase.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            Some((limit, what)) => {
+                tokio::select! {
+                    () = tokio::time::sleep(limit) => return what,
+                    changed = phase.changed() => {
+                        if changed.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -230,15 +192,19 @@ async fn serve_connection(
     close: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let phase = Arc::new(PhaseCell::default());
-    let io = DeadlineIo::new(stream, phase.clone(), timeouts);
+    let (phase, watched) = watch::channel(Phase::Reading);
+    let phase = Arc::new(phase);
+    let io = PhaseIo {
+        stream,
+        phase: phase.clone(),
+    };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
-        phase.set(Phase::Busy);
+        phase.send_replace(Phase::Busy);
         let (router, phase) = (router.clone(), phase.clone());
         async move {
             let response = router.oneshot(request).await;
-            phase.set(Phase::Idle);
+            phase.send_replace(Phase::Idle);
             response
         }
     });
@@ -254,6 +220,10 @@ async fn serve_connection(
     };
     tokio::select! {
         result = connection.as_mut() => log_end(result, remote),
+        what = deadline(watched, timeouts) => {
+            // Dropping the connection closes the socket.
+            tracing::debug!(%remote, "HTTP connection closed: {what} timeout");
+        }
         () = closing => {
             connection.as_mut().graceful_shutdown();
             log_end(connection.await, remote);
