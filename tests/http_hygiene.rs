@@ -54,6 +54,13 @@ impl Tracker {
             .expect("spawns");
         let (send, lines) = mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
+        // Killed on drop from here on, whatever fails below.
+        let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut tracker = Self {
+            child,
+            http: unbound,
+            admin: unbound,
+        };
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if send.send(line).is_err() {
@@ -70,11 +77,9 @@ impl Tracker {
             let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
             let fields = &value["fields"];
             if let (Some(http), Some(admin)) = (fields["http"].as_str(), fields["admin"].as_str()) {
-                return Self {
-                    child,
-                    http: http.parse().expect("http addr"),
-                    admin: admin.parse().expect("admin addr"),
-                };
+                tracker.http = http.parse().expect("http addr");
+                tracker.admin = admin.parse().expect("admin addr");
+                return tracker;
             }
         }
     }
