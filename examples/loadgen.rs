@@ -127,10 +127,18 @@ pub struct Load {
     /// UDP: BEP 41 URL data of this many bytes without a token, to cost packet size alone.
     #[arg(long, default_value_t = 0)]
     pad: usize,
+    /// Churn (soak runs): every this many seconds the torrents are replaced
+    /// by fresh ones (old swarms empty and expire, new ones are created), and
+    /// announces carry events: 40% started, 20% completed, 20% stopped, 20%
+    /// none. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    churn: u64,
 }
 
 /// What every request draws from: torrents by popularity, peers, tokens.
 struct Workload {
+    /// When the run began (churn generations count from here).
+    created: Instant,
     load: Load,
     target: SocketAddr,
     /// UDP sockets or HTTP connections (the flag, or 16 for UDP and 128 for HTTP).
@@ -151,6 +159,8 @@ struct Draw<'w> {
     torrent: u32,
     peer: u32,
     scrape: bool,
+    /// BEP 15 event code: 0 none, 1 completed, 2 started, 3 stopped.
+    event: u32,
     /// The token as the request carries it (see [`encode_token`]).
     token: Option<&'w [u8]>,
 }
@@ -194,6 +204,7 @@ impl Workload {
             len => [&[2, len as u8][..], &vec![b'a'; len]].concat(),
         };
         Ok(Self {
+            created: Instant::now(),
             load,
             target,
             connections,
@@ -217,6 +228,7 @@ impl Workload {
                 torrent: *torrent,
                 peer,
                 scrape,
+                event: 0,
                 token: Some(token),
             });
         }
@@ -228,16 +240,35 @@ impl Workload {
                 .partition_point(|&c| c < x)
                 .min(self.popularity.len() - 1) as u32
         };
+        let token = self.tokens.get(torrent as usize).map(Vec::as_slice);
+        let (torrent, event) = match self.load.churn {
+            0 => (torrent, 0),
+            period => {
+                let generation = (self.created.elapsed().as_secs() / period) as u32;
+                let event = match rng.random_range(0..10u32) {
+                    0..=3 => 2,
+                    4 | 5 => 1,
+                    6 | 7 => 3,
+                    _ => 0,
+                };
+                let shifted = torrent.wrapping_add(generation.wrapping_mul(self.load.torrents));
+                (shifted, event)
+            }
+        };
         Some(Draw {
             torrent,
             peer,
             scrape,
-            token: self.tokens.get(torrent as usize).map(Vec::as_slice),
+            event,
+            token,
         })
     }
 
-    fn left(&self, peer: u32) -> u64 {
-        u64::from(f64::from(peer) >= self.load.seeders * f64::from(self.load.peers))
+    /// Bytes left: 1 for leechers (the peers past the seeders' share), 0 for
+    /// seeders and for a `completed` announce.
+    fn left(&self, draw: &Draw) -> u64 {
+        let leecher = f64::from(draw.peer) >= self.load.seeders * f64::from(self.load.peers);
+        u64::from(leecher && draw.event != 1)
     }
 
     /// When the `n`th request of one connection is due under `--rate`
@@ -415,9 +446,9 @@ fn udp_request(
     out.extend_from_slice(&info_hash(draw.torrent));
     out.extend_from_slice(&peer_id(draw.torrent, draw.peer));
     out.extend_from_slice(&[0; 8]); // downloaded
-    out.extend_from_slice(&workload.left(draw.peer).to_be_bytes());
+    out.extend_from_slice(&workload.left(draw).to_be_bytes());
     out.extend_from_slice(&[0; 8]); // uploaded
-    out.extend_from_slice(&[0; 4]); // event: none
+    out.extend_from_slice(&draw.event.to_be_bytes());
     out.extend_from_slice(&[0; 4]); // ip: the source
     out.extend_from_slice(&draw.peer.to_be_bytes()); // key
     out.extend_from_slice(&workload.load.numwant.to_be_bytes());
@@ -528,9 +559,15 @@ fn http_request(out: &mut Vec<u8>, workload: &Workload, draw: &Draw, port: u16) 
     if !draw.scrape {
         out.extend_from_slice(b"&peer_id=");
         push_percent_encoded(out, &peer_id(draw.torrent, draw.peer));
+        let event = match draw.event {
+            1 => "&event=completed",
+            2 => "&event=started",
+            3 => "&event=stopped",
+            _ => "",
+        };
         let rest = format!(
-            "&port={port}&uploaded=0&downloaded=0&left={}&compact=1&numwant={}",
-            workload.left(draw.peer),
+            "&port={port}&uploaded=0&downloaded=0&left={}&compact=1&numwant={}{event}",
+            workload.left(draw),
             workload.load.numwant
         );
         out.extend_from_slice(rest.as_bytes());

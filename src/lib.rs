@@ -7,12 +7,15 @@
 //! (behind the [`gateway`] in `jwt` mode) → [`swarm`] → response → [`protocol`] → bytes.
 //!
 //! - [`protocol`]: pure wire formats (query strings, bencoded replies, BEP 15/41 packets).
-//! - [`frontend`]: sockets. The HTTP router, UDP workers (batched on Linux),
-//!   connection ids, client-address resolution.
+//! - [`frontend`]: sockets. The HTTP router and listener (connection cap,
+//!   header and idle timeouts), UDP workers (batched on Linux), connection
+//!   ids, client-address resolution.
 //! - [`tracker`]: the protocol-agnostic [`tracker::TrackerRequest`] and the tower
 //!   service that answers it from the engine; the gateway layer wraps it.
-//! - [`gateway`]: the JWT check in front of the tracker service (a tower layer).
-//! - [`swarm`]: the engine. Swarms, peers, handout, expiry; pure, takes time and RNG.
+//! - [`gateway`]: the JWT check in front of the tracker service (a tower layer);
+//!   an unknown kid waits for a paced, shared JWKS refetch.
+//! - [`swarm`]: the engine. Swarms, peers, handout, expiry, storage limits;
+//!   pure, takes time and RNG.
 //! - [`config`]: the TOML configuration with its printed defaults.
 //! - [`admin`]: the operators' listener (`/healthz`, `/readyz`, `/metrics`).
 //! - [`metrics`]: one Prometheus registry per server; handles the frontends,

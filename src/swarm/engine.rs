@@ -354,6 +354,12 @@ impl Engine {
                 leechers += counts.incomplete as usize;
                 true
             });
+            // A table left mostly empty by a spike gives its memory back (with
+            // room to spare, so a steady load does not shrink and regrow it).
+            let held = shard.swarms.len();
+            if shard.swarms.capacity() > 4 * held.max(16) {
+                shard.swarms.shrink_to(2 * held);
+            }
             // The sweep saw every swarm, so its sums replace the running totals.
             move_count(
                 &self.peers,
