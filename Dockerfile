@@ -9,6 +9,9 @@
 # auth.mode = "open"; the error says so.
 
 FROM rust:1.95-slim-bookworm AS build
+# jemalloc (the binary's allocator) is built from source with make.
+RUN apt-get update && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
