@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,10 @@ pub struct Refetcher {
     started: AtomicU64,
     waiting: AtomicUsize,
     flight: tokio::sync::Mutex<Flight>,
-    absent: Mutex<HashMap<Box<str>, Instant>>,
+    /// Absent kids by a keyed hash (a kid may be kilobytes long; its hash is
+    /// 8 bytes), with when a fetch showed them missing.
+    absent: Mutex<HashMap<u64, Instant>>,
+    kid_hasher: foldhash::fast::RandomState,
 }
 
 /// Holds one waiting place; gives it back when dropped (also when the request is cancelled).
@@ -94,6 +98,7 @@ impl Refetcher {
                 finished_ok: false,
             }),
             absent: Mutex::new(HashMap::new()),
+            kid_hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -112,7 +117,7 @@ impl Refetcher {
         if let Some(kid) = kid {
             let absent = self.absent.lock();
             if absent
-                .get(kid)
+                .get(&self.kid_hasher.hash_one(kid))
                 .is_some_and(|at| now.duration_since(*at) < self.policy.min_interval)
             {
                 return Err(NoWait::RecentlyAbsent);
@@ -133,7 +138,7 @@ impl Refetcher {
                 absent.clear();
             }
         }
-        absent.insert(kid.into(), now);
+        absent.insert(self.kid_hasher.hash_one(kid), now);
     }
 
     /// Waits until a fetch that started after `ticket` has finished, running
