@@ -255,10 +255,10 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(line.waiting(), 11);
         gate.notify_one();
-        assert_eq!(first.await.unwrap(), Ok(true));
+        assert_eq!(first.await.expect("join"), Ok(true));
         let before = tokio::time::Instant::now();
         for request in later {
-            assert_eq!(request.await.unwrap(), Ok(true));
+            assert_eq!(request.await.expect("join"), Ok(true));
         }
         assert_eq!(
             fetches.load(Ordering::SeqCst),
