@@ -420,7 +420,9 @@ async fn registry_torrents_pull_through_swarmgate_across_a_key_rotation() {
         &m,
         r#"swarmgate_requests_total{protocol="http",kind="announce",result="ok"}"#,
     );
-    assert!(http_ok >= 8.0, "{http_ok}");
+    // At least the test's own: the agent's announce and the two accepted
+    // announce_torrent calls (libtorrent adds more, as many as its timing gives).
+    assert!(http_ok >= 3.0, "{http_ok}");
     assert!(
         sample(
             &m,
