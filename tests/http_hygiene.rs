@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -52,36 +50,22 @@ impl Tracker {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawns");
-        let (send, lines) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
+        let lines = stderr_lines(&mut child);
         // Killed on drop from here on, whatever fails below.
-        let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut tracker = Self {
             child,
-            http: unbound,
-            admin: unbound,
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .expect("no startup line within 15 s");
-            let line = lines.recv_timeout(left).expect("the binary logs");
-            let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        (tracker.http, tracker.admin) = wait_for(&lines, "naming the listeners", |line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
             let fields = &value["fields"];
-            if let (Some(http), Some(admin)) = (fields["http"].as_str(), fields["admin"].as_str()) {
-                tracker.http = http.parse().expect("http addr");
-                tracker.admin = admin.parse().expect("admin addr");
-                return tracker;
-            }
-        }
+            Some((
+                fields["http"].as_str()?.parse().ok()?,
+                fields["admin"].as_str()?.parse().ok()?,
+            ))
+        });
+        tracker
     }
 
     fn open_fds(&self) -> usize {
@@ -91,12 +75,7 @@ impl Tracker {
     }
 
     fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .expect("VmRSS")
+        rss_kib(&self.child.id().to_string())
     }
 }
 

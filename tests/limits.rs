@@ -60,15 +60,6 @@ async fn connect(socket: &UdpSocket, tracker: SocketAddr) -> u64 {
     u64::from_be_bytes(buf[8..16].try_into().expect("8 bytes"))
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_peer_ids_from_one_address_stay_at_the_limit_and_others_are_served() {
     let flood: u64 = std::env::var("SWARMGATE_FLOOD_ANNOUNCES")
@@ -87,7 +78,7 @@ async fn a_million_peer_ids_from_one_address_stay_at_the_limit_and_others_are_se
     // Warm up (first allocations of the runtime and the swarm), then measure.
     let flooder = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let id = connect(&flooder, tracker).await;
-    let rss_before = rss_kib();
+    let rss_before = rss_kib("self");
 
     // Honest peers on other addresses announce throughout the flood.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -159,7 +150,7 @@ async fn a_million_peer_ids_from_one_address_stay_at_the_limit_and_others_are_se
     let flood_took = began.elapsed();
     stop.send(true).expect("honest peers running");
     let mut latencies = honest.await.expect("honest peers");
-    let rss_after = rss_kib();
+    let rss_after = rss_kib("self");
 
     let stats = server.engine.scrape(&ScrapeRequest {
         info_hashes: vec![InfoHash(TORRENT)],

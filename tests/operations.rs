@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
     announce_query, dev_config, dict, failure, get, int, mint_dev, sample, scrape_metrics,
+    stderr_lines, wait_for,
 };
 use tokio::net::UdpSocket;
 
@@ -141,36 +140,6 @@ async fn metrics_count_requests_rejections_cache_and_swarms() {
     let (status, _) = get(admin, "/readyz").await;
     assert_eq!(status, 200);
     server.shutdown().await;
-}
-
-/// The binary's stderr, line by line, from a background thread.
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("stderr");
-    let (send, receive) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receive
-}
-
-/// The first line within 15 s for which `pick` returns something.
-fn wait_for<T>(lines: &mpsc::Receiver<String>, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(found) = pick(&line) {
-                    return found;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    panic!("no log line {what} within 15 s");
 }
 
 /// Sends `signal` (e.g. `-HUP`) to the child.

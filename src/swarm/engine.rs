@@ -551,13 +551,18 @@ impl Swarm {
         if !self.lists(request) {
             if self.evict_oldest_of(request.addr, locality.subnet, limits.peers_per_address) {
                 hit = Some(Limit::PeersPerAddress);
-            } else if self.len() >= limits.peers_per_swarm || admission.peers_now >= limits.peers {
-                self.answer_unlisted(request, &who, settings, rng, out);
-                return Some(if self.len() >= limits.peers_per_swarm {
-                    Limit::PeersPerSwarm
+            } else {
+                let full = if self.len() >= limits.peers_per_swarm {
+                    Some(Limit::PeersPerSwarm)
+                } else if admission.peers_now >= limits.peers {
+                    Some(Limit::Peers)
                 } else {
-                    Limit::Peers
-                });
+                    None
+                };
+                if full.is_some() {
+                    self.answer_unlisted(request, &who, settings, rng, out);
+                    return full;
+                }
             }
         }
         if let Peers::Compact(set) = &mut self.peers {

@@ -174,3 +174,48 @@ pub async fn run_interop_driver(mut command: std::process::Command) -> String {
     println!("{line}");
     line
 }
+
+/// The binary's stderr, line by line, from a background thread.
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().expect("stderr");
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+/// The first line within 15 s for which `pick` returns something.
+pub fn wait_for<T>(
+    lines: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    pick: impl Fn(&str) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(found) = pick(&line) {
+                    return found;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no log line {what} within 15 s");
+}
+
+/// The resident set of a process (`"self"` or a pid), in KiB, from /proc.
+pub fn rss_kib(process: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .expect("/proc/PROCESS/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
