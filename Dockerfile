@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# swarmgate and the example registry in one small image.
+# swarmgate (tracker and bridge) and the example registry in one small image.
 #   docker build -t swarmgate .
 #   docker run --rm -p 6969:6969/tcp -p 6969:6969/udp \
 #     -e SWARMGATE_AUTH__JWKS_URL=https://registry.example/keys/services/quay/keys \
@@ -21,17 +21,22 @@ COPY examples examples
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin swarmgate --example registry \
- && cp target/release/swarmgate target/release/examples/registry /usr/local/bin/
+ && cp target/release/swarmgate target/release/examples/registry /usr/local/bin/ \
+ && mkdir -p /state/bridge-keys /state/bridge-cache
 
 # distroless/cc: glibc, CA certificates (for an https JWKS), no shell; runs as
 # uid 65532 ("nonroot").
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/swarmgate /usr/local/bin/swarmgate
 COPY --from=build /usr/local/bin/registry /usr/local/bin/swarmgate-example-registry
+# The bridge's keys and torrent cache; a named volume mounted here starts
+# with this ownership, so the unprivileged user can write it.
+COPY --from=build --chown=65532:65532 /state /var/lib/swarmgate
 USER nonroot:nonroot
 # The admin listener must listen beyond loopback for a scraper in another container.
 ENV SWARMGATE_ADMIN__LISTEN=0.0.0.0:6970 \
     SWARMGATE_AUTH__KEYS_DIR=
-EXPOSE 6969/tcp 6969/udp 6970/tcp
+# 6980 and 6981: the bridge's public and admin listeners (swarmgate bridge).
+EXPOSE 6969/tcp 6969/udp 6970/tcp 6980/tcp 6981/tcp
 ENTRYPOINT ["/usr/local/bin/swarmgate"]
 CMD ["serve"]

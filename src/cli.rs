@@ -38,6 +38,17 @@ pub enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// Run the registry bridge beside an OCI registry ([bridge] in the same
+    /// configuration file; SWARMGATE_BRIDGE__KEY variables override it):
+    /// signed layer torrents, a web seed, the JWKS. SIGHUP rotates the signing key.
+    Bridge {
+        /// A TOML configuration file; see `swarmgate config`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format, overriding `log.format`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
     /// Print the default configuration, every key commented.
     Config {
         /// Print the keys as a Markdown table instead (the README's reference).
@@ -221,7 +232,7 @@ impl From<AlgArg> for KeyAlg {
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Bridge { .. }) {
         // The one-shot commands print and exit, like any Unix filter: a reader
         // that goes away (`swarmgate simulate | head`) ends them quietly
         // instead of making `print!` panic. `serve` keeps Rust's ignored
@@ -241,6 +252,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config, log_format } => serve(config, log_format),
+        Command::Bridge { config, log_format } => bridge(config, log_format),
         Command::Keygen { alg, kid, out } => report(keygen(alg.into(), &kid, &out)),
         Command::Mint { signer, infohash } => report(mint_token(signer, &infohash)),
         Command::Torrent(args) => report(make_torrent(args)),
@@ -306,31 +318,13 @@ fn keygen(alg: KeyAlg, kid: &str, out: &std::path::Path) -> Result<(), String> {
     let generated = mint::generate(alg, kid).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let key_path = out.join(format!("{kid}.pem"));
-    write_private(&key_path, generated.private_pem.as_bytes())?;
+    mint::write_private_key(&key_path, generated.private_pem.as_bytes())
+        .map_err(|e| e.to_string())?;
     let jwks_path = out.join("jwks.json");
     mint::add_to_jwks(&jwks_path, generated.public_jwk).map_err(|e| e.to_string())?;
     println!("private key: {}", key_path.display());
     println!("public JWK added to: {}", jwks_path.display());
     Ok(())
-}
-
-#[cfg(unix)]
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut file| file.write_all(bytes))
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
-    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn mint_token(signer: Signer, infohash: &str) -> Result<(), String> {
@@ -440,6 +434,58 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
         serve_until_stopped(&server, path.as_deref()).await;
         tracing::info!("shutting down");
         server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn bridge(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+    let config = match Config::load(path.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("swarmgate: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(log_format.unwrap_or(config.log.format), &config.log.level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("swarmgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let bridge = match crate::bridge::start(&config).await {
+            Ok(bridge) => bridge,
+            Err(error) => {
+                tracing::error!("{error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+                let stop = shutdown_signal();
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = hangup.recv() => {
+                            if let Err(error) = bridge.rotate() {
+                                tracing::warn!("SIGHUP: no rotation: {error}");
+                            }
+                        }
+                    }
+                }
+            } else {
+                shutdown_signal().await;
+            }
+        }
+        #[cfg(not(unix))]
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        bridge.shutdown().await;
         ExitCode::SUCCESS
     })
 }

@@ -31,6 +31,85 @@ pub struct Config {
     pub locality: LocalityConfig,
     /// What one client can make the tracker store.
     pub limits: LimitsConfig,
+    /// `swarmgate bridge`, the registry side beside an OCI registry (`serve` ignores it).
+    pub bridge: BridgeConfig,
+}
+
+/// `[bridge]`: read by `swarmgate bridge` only (with `[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// The public listener: torrents, the web seed, the JWKS.
+    pub listen: SocketAddr,
+    /// The operators' listener: `/healthz`, `/readyz`, `/metrics`, `POST /admin/rotate`.
+    pub admin_listen: SocketAddr,
+    /// The OCI Distribution registry the bridge stands beside.
+    pub upstream: String,
+    /// The bridge's own registry account (web seed reads); empty = anonymous.
+    pub upstream_username: String,
+    /// Its password or token.
+    pub upstream_password: String,
+    /// Limit on the upstream's answer, and on any pause while a blob streams.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// The bridge's base URL as clients reach it (web seed URLs); empty = the bound address.
+    pub public_url: String,
+    /// Announce URLs written in every torrent, each with a token.
+    pub trackers: Vec<String>,
+    /// Bytes per piece, e.g. `512KiB`; part of every infohash.
+    pub piece_length: String,
+    /// Largest blob a torrent is built for, in bytes.
+    pub max_blob_bytes: u64,
+    /// Where built torrents are kept across restarts.
+    pub cache_dir: String,
+    /// Most bytes the cache holds; least recently used entries go first.
+    pub cache_max_bytes: u64,
+    /// Signing keys (`KID.pem`) and the rotation schedule.
+    pub keys_dir: String,
+    /// The `iss` claim (the tracker's `auth.issuer`).
+    pub issuer: String,
+    /// The `aud` claim; empty = none.
+    pub audience: String,
+    /// The JWKS is served at `/keys/services/<service>/keys`.
+    pub service: String,
+    /// Algorithm of the keys the bridge generates itself.
+    pub key_algorithm: String,
+    /// A new key is published at once and signs after this delay.
+    #[serde(with = "humantime_serde")]
+    pub rotation_delay: Duration,
+    /// A retired key stays published this long after its successor starts signing.
+    #[serde(with = "humantime_serde")]
+    pub retired_overlap: Duration,
+    /// Token lifetime (`exp`); zero = no `exp`.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 6980)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 6981)),
+            upstream: "http://127.0.0.1:5000".into(),
+            upstream_username: String::new(),
+            upstream_password: String::new(),
+            upstream_timeout: Duration::from_secs(30),
+            public_url: String::new(),
+            trackers: vec!["http://127.0.0.1:6969/announce".into()],
+            piece_length: "512KiB".into(),
+            max_blob_bytes: 16 << 30,
+            cache_dir: "bridge-cache".into(),
+            cache_max_bytes: 256 << 20,
+            keys_dir: "bridge-keys".into(),
+            issuer: "swarmgate-bridge".into(),
+            audience: String::new(),
+            service: "swarmgate".into(),
+            key_algorithm: "ES256".into(),
+            rotation_delay: Duration::from_secs(300),
+            retired_overlap: Duration::from_secs(24 * 3600),
+            token_ttl: Duration::ZERO,
+        }
+    }
 }
 
 /// `[http]`
@@ -494,6 +573,63 @@ peers_per_swarm = 200000
 peers = 10000000
 # Swarms held at once; an announce for a new torrent past it gets no peers.
 swarms = 2000000
+
+# `swarmgate bridge`: the registry side, beside an OCI registry you already
+# run. It serves each blob's torrent (to callers the registry authorises),
+# a web seed, and the JWKS trackers check tokens with. `serve` ignores this
+# section; the bridge reads it and [log]. Every key is read at start; SIGHUP
+# rotates the signing key.
+[bridge]
+# Public listener: GET /c1/torrent/NAME/blobs/DIGEST, /seed/..., /keys/....
+listen = "0.0.0.0:6980"
+# Operators' listener: /healthz, /readyz, /metrics, POST /admin/rotate.
+admin_listen = "127.0.0.1:6981"
+# The OCI Distribution registry (v2 API) the bridge stands beside.
+upstream = "http://127.0.0.1:5000"
+# The bridge's own registry account, with read access to what it serves: the
+# web seed streams blobs with it. "" = anonymous.
+upstream_username = ""
+# Its password (or token); SWARMGATE_BRIDGE__UPSTREAM_PASSWORD keeps it out of files.
+upstream_password = ""
+# Time limit for the registry's answer, and for any pause while a blob streams.
+upstream_timeout = "30s"
+# The bridge's base URL as clients reach it; web seed URLs start with it.
+# "" = http://LISTEN-ADDRESS (only right when clients can reach that address).
+public_url = ""
+# Announce URLs written in every torrent (the first is announce; all of them
+# go in announce-list), each carrying a token for the torrent's infohash.
+trackers = ["http://127.0.0.1:6969/announce"]
+# Bytes per piece (power of two, 16KiB to 64MiB). Part of every infohash:
+# changing it gives every blob a new torrent.
+piece_length = "512KiB"
+# Largest blob, in bytes, a torrent is built for; larger ones get 413.
+max_blob_bytes = 17179869184
+# Directory of built torrents (one small file per blob), kept across restarts.
+cache_dir = "bridge-cache"
+# Most bytes the cache directory holds; the least recently used go first.
+cache_max_bytes = 268435456
+# Signing keys (KID.pem, e.g. from swarmgate keygen) and rotation.json, the
+# schedule. Empty at first start: the bridge generates a key.
+keys_dir = "bridge-keys"
+# The iss claim of every token: the trackers' auth.issuer.
+issuer = "swarmgate-bridge"
+# The aud claim; "" = none.
+audience = ""
+# The JWKS is served at /keys/services/SERVICE/keys (Quay's path): the
+# trackers' auth.jwks_url.
+service = "swarmgate"
+# Algorithm of the keys the bridge generates: ES256 or EdDSA (tokens short
+# enough for UDP announces), or RS256.
+key_algorithm = "ES256"
+# On rotation the new key is published at once and signs only after this
+# delay, so trackers have fetched it first (a tracker that has not also
+# fetches an unknown kid at once).
+rotation_delay = "5m"
+# A retired key stays published this long after its successor starts
+# signing, so torrents already handed out keep working; then it is deleted.
+retired_overlap = "24h"
+# Lifetime of tokens (sets exp); "0s" = no exp, as Quay's.
+token_ttl = "0s"
 "#;
 
 /// Keys read only at start: SIGHUP logs a change to them and keeps the
@@ -562,7 +698,9 @@ pub fn reference_markdown() -> String {
                 );
                 let meaning = comment.join(" ").replace('|', "\\|").replace('*', "\\*");
                 let name = format!("{section}.{key}");
-                let reload = if RESTART_ONLY_KEYS.contains(&name.as_str()) {
+                let reload = if section == "bridge" {
+                    "restart (bridge)"
+                } else if RESTART_ONLY_KEYS.contains(&name.as_str()) {
                     "restart"
                 } else {
                     "applied"
@@ -787,6 +925,7 @@ impl Config {
             ));
         }
         self.validate_auth()?;
+        self.validate_bridge()?;
         if self.locality.ipv4_prefix > 32 {
             return Err(("locality.ipv4_prefix", "must be 0 to 32".into()));
         }
@@ -853,6 +992,66 @@ impl Config {
         }
         if auth.jwks_max_waiting == 0 {
             return Err(("auth.jwks_max_waiting", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_bridge(&self) -> Result<(), (&'static str, String)> {
+        let bridge = &self.bridge;
+        let is_http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        if !is_http(&bridge.upstream) {
+            return Err((
+                "bridge.upstream",
+                "must be an http:// or https:// URL".into(),
+            ));
+        }
+        if !bridge.public_url.is_empty() && !is_http(&bridge.public_url) {
+            return Err((
+                "bridge.public_url",
+                "must be an http:// or https:// URL, or empty".into(),
+            ));
+        }
+        if bridge.trackers.is_empty() {
+            return Err(("bridge.trackers", "name at least one announce URL".into()));
+        }
+        if let Some(bad) = bridge
+            .trackers
+            .iter()
+            .find(|url| !(is_http(url) || url.starts_with("udp://")))
+        {
+            return Err((
+                "bridge.trackers",
+                format!("{bad:?} is not an http://, https:// or udp:// announce URL"),
+            ));
+        }
+        if let Err(error) = crate::torrent::parse_piece_length(&bridge.piece_length) {
+            return Err(("bridge.piece_length", error.to_string()));
+        }
+        if crate::bridge::keys::parse_algorithm(&bridge.key_algorithm).is_none() {
+            return Err((
+                "bridge.key_algorithm",
+                format!("{:?}: choose ES256, EdDSA or RS256", bridge.key_algorithm),
+            ));
+        }
+        if bridge.upstream_timeout.is_zero() {
+            return Err(("bridge.upstream_timeout", "must be more than zero".into()));
+        }
+        if bridge.max_blob_bytes == 0 {
+            return Err(("bridge.max_blob_bytes", "must be at least 1".into()));
+        }
+        if bridge.issuer.is_empty() {
+            return Err(("bridge.issuer", "must be set".into()));
+        }
+        if bridge.service.is_empty() || bridge.service.contains('/') {
+            return Err(("bridge.service", "must be one path segment".into()));
+        }
+        if bridge.cache_dir.is_empty() || bridge.keys_dir.is_empty() {
+            return Err((
+                "bridge.keys_dir",
+                "bridge.keys_dir and bridge.cache_dir must name directories".into(),
+            ));
         }
         Ok(())
     }

@@ -24,8 +24,12 @@
 //!   gateway) and graceful shutdown; [`cli`]: the command line (SIGHUP, logs).
 //! - [`torrent`]: the registry side's layer torrents (v1, private, signed announce URLs).
 //! - [`simulate`]: a seeded deployment model that runs handout policies through the engine.
+//! - [`bridge`]: `swarmgate bridge`, the registry side beside an existing OCI
+//!   registry: signed layer torrents for callers the registry authorises, a
+//!   token-gated web seed, the JWKS, key rotation.
 
 pub mod admin;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod frontend;

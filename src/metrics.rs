@@ -24,6 +24,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.25, 1.0,
 ];
 
+/// Bridge torrent build duration buckets (seconds): a layer takes from
+/// milliseconds (small, local registry) to minutes (gigabytes, remote).
+const BUILD_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
 /// Cleanup (expiry sweep) duration buckets (seconds).
 const SWEEP_BUCKETS: &[f64] = &[0.000_1, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
@@ -62,6 +68,12 @@ impl Metrics {
                     SWEEP_BUCKETS,
                 )
             })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("swarmgate_bridge_build_duration_seconds".into()),
+                    BUILD_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -77,6 +89,84 @@ impl Metrics {
                 "swarmgate_requests_total",
                 None,
                 "Requests answered, by protocol, kind and result (ok, rejected: refused by policy, error: malformed)",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_torrents_total",
+                None,
+                "Bridge: torrent requests, by result (ok, refused: the registry said 401/403/404, bad_request, too_large, upstream_error, digest_mismatch, interrupted)",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_cache_lookups_total",
+                None,
+                "Bridge: torrent cache lookups, by result (hit, miss, corrupt: a file that did not read back, deleted)",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_builds_total",
+                None,
+                "Bridge: torrents built by streaming a blob, by result",
+            ),
+            (
+                Kind::Histogram,
+                "swarmgate_bridge_build_duration_seconds",
+                Some(Unit::Seconds),
+                "Bridge: time to stream and hash one blob",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_build_bytes_total",
+                Some(Unit::Bytes),
+                "Bridge: blob bytes hashed into torrents",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_upstream_errors_total",
+                None,
+                "Bridge: registry answers other than success, by status (401, 403, 404, 416, 4xx, 5xx, timeout, unreachable)",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_seed_requests_total",
+                None,
+                "Bridge: web seed requests, by result",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_seed_bytes_total",
+                Some(Unit::Bytes),
+                "Bridge: bytes the web seed sent",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_bridge_rotations_total",
+                None,
+                "Bridge: key rotations started, by result (refused: one was already pending)",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_bridge_cache_bytes",
+                Some(Unit::Bytes),
+                "Bridge: bytes in the torrent cache directory",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_bridge_cache_entries",
+                None,
+                "Bridge: torrents in the cache",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_bridge_builds_in_flight",
+                None,
+                "Bridge: blobs being streamed and hashed now",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_bridge_published_keys",
+                None,
+                "Bridge: public keys in the JWKS",
             ),
             (
                 Kind::Histogram,

@@ -66,32 +66,17 @@ impl Info {
         piece_length: u64,
         mut data: impl Read,
     ) -> Result<Self, TorrentError> {
-        check_piece_length(piece_length)?;
-        if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
-            return Err(TorrentError::Name(name.to_owned()));
-        }
-        let mut piece = vec![0u8; piece_length as usize];
-        let mut pieces = Vec::new();
-        let mut length = 0u64;
+        let mut hasher = PieceHasher::new(piece_length)?;
+        let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let filled = fill(&mut data, &mut piece)?;
-            if filled == 0 {
-                break;
-            }
-            length += filled as u64;
-            let hash = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &piece[..filled]);
-            pieces.extend_from_slice(hash.as_ref());
-            if filled < piece.len() {
-                break;
+            match data.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buffer[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(Self {
-            length,
-            name: name.to_owned(),
-            piece_length,
-            pieces,
-            private: 1,
-        })
+        hasher.finish(name)
     }
 
     /// The v1 infohash: SHA-1 of the bencoded dictionary.
@@ -102,18 +87,73 @@ impl Info {
     }
 }
 
-/// Reads until `buf` is full or the data ends; returns how much was read.
-fn fill(data: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match data.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Hashes a blob into pieces as its bytes arrive, in any chunk sizes, holding
+/// no more than the running SHA-1 state: a blob streamed from a registry is
+/// never buffered whole (nor even a whole piece).
+pub struct PieceHasher {
+    piece_length: u64,
+    /// Bytes of the current piece hashed so far.
+    in_piece: u64,
+    current: digest::Context,
+    pieces: Vec<u8>,
+    length: u64,
+}
+
+impl PieceHasher {
+    /// A hasher for pieces of `piece_length` bytes (a power of two, 16 KiB to 64 MiB).
+    pub fn new(piece_length: u64) -> Result<Self, TorrentError> {
+        check_piece_length(piece_length)?;
+        Ok(Self {
+            piece_length,
+            in_piece: 0,
+            current: digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY),
+            pieces: Vec::new(),
+            length: 0,
+        })
+    }
+
+    /// Feeds the next bytes of the blob.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.length += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let room = (self.piece_length - self.in_piece) as usize;
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.current.update(now);
+            self.in_piece += now.len() as u64;
+            bytes = rest;
+            if self.in_piece == self.piece_length {
+                let done = std::mem::replace(
+                    &mut self.current,
+                    digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY),
+                );
+                self.pieces.extend_from_slice(done.finish().as_ref());
+                self.in_piece = 0;
+            }
         }
     }
-    Ok(filled)
+
+    /// Bytes fed so far.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// The `info` dictionary of everything fed, saved by clients as `name`.
+    pub fn finish(mut self, name: &str) -> Result<Info, TorrentError> {
+        if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+            return Err(TorrentError::Name(name.to_owned()));
+        }
+        if self.in_piece > 0 {
+            self.pieces
+                .extend_from_slice(self.current.finish().as_ref());
+        }
+        Ok(Info {
+            length: self.length,
+            name: name.to_owned(),
+            piece_length: self.piece_length,
+            pieces: self.pieces,
+            private: 1,
+        })
+    }
 }
 
 fn sha1(bytes: &[u8]) -> InfoHash {
@@ -284,6 +324,27 @@ mod tests {
         let whole = Info::from_reader("a", 16 * 1024, &blob[..]).expect("info");
         let trickled = Info::from_reader("a", 16 * 1024, Trickle(&blob)).expect("info");
         assert_eq!(whole, trickled);
+    }
+
+    proptest::proptest! {
+        /// Bytes fed in any chunks hash to the same pieces as one read.
+        #[test]
+        fn any_chunking_gives_the_same_pieces(
+            len in 0usize..70_000,
+            cuts in proptest::collection::vec(0usize..70_000, 0..20),
+        ) {
+            let blob = data(len);
+            let whole = Info::from_reader("b", MIN_PIECE_LENGTH, &blob[..]).expect("info");
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= len).collect();
+            cuts.sort_unstable();
+            let mut hasher = PieceHasher::new(MIN_PIECE_LENGTH).expect("hasher");
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([len]) {
+                hasher.update(&blob[start..cut]);
+                start = cut;
+            }
+            proptest::prop_assert_eq!(hasher.finish("b").expect("info"), whole);
+        }
     }
 
     #[test]

@@ -13,13 +13,24 @@ fn read(file: &str) -> String {
     std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).expect(file)
 }
 
-/// `SWARMGATE_X: value` lines of compose.yaml (one service sets them all).
-fn compose_environment(compose: &str) -> BTreeMap<String, String> {
+/// `SWARMGATE_X: value` lines of one service in compose.yaml.
+fn compose_environment(compose: &str, service: &str) -> BTreeMap<String, String> {
+    let header = format!("  {service}:");
     compose
         .lines()
+        .skip_while(|line| *line != header)
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("   "))
         .filter_map(|line| line.trim().split_once(": "))
         .filter(|(name, _)| name.starts_with("SWARMGATE_"))
-        .map(|(name, value)| (name.to_owned(), value.trim().trim_matches('"').to_owned()))
+        .map(|(name, value)| {
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(value.trim_matches('"'));
+            (name.to_owned(), unquoted.to_owned())
+        })
         .collect()
 }
 
@@ -42,7 +53,7 @@ fn load(vars: &BTreeMap<String, String>) -> Config {
 #[test]
 fn compose_sets_real_keys_and_wires_services_by_name() {
     let compose = read("compose.yaml");
-    let vars = compose_environment(&compose);
+    let vars = compose_environment(&compose, "swarmgate");
     assert!(vars.len() >= 5, "{vars:?}");
     let config = load(&vars);
     assert_eq!(config.auth.mode, AuthMode::Jwt);
@@ -52,27 +63,53 @@ fn compose_sets_real_keys_and_wires_services_by_name() {
     );
     assert_eq!(config.log.format, LogFormat::Json);
 
-    // swarmgate trusts the registry's JWKS, and the registry signs with the same issuer.
-    assert!(
-        config.auth.jwks_url.starts_with("http://registry:5000/"),
-        "{}",
-        config.auth.jwks_url
+    // swarmgate trusts the bridge's JWKS; the bridge signs with the same issuer.
+    let bridge = load(&compose_environment(&compose, "bridge")).bridge;
+    assert_eq!(
+        config.auth.jwks_url,
+        format!(
+            "http://bridge:{}/keys/services/{}/keys",
+            bridge.listen.port(),
+            bridge.service
+        )
     );
-    assert!(compose.contains(&format!("--issuer={}", config.auth.issuer)));
-    assert!(compose.contains("--listen=0.0.0.0:5000"));
-    // The registry's torrents announce to the tracker's published ports.
+    assert_eq!(config.auth.issuer, bridge.issuer);
+    // The bridge reads the registry by service name, with an account that
+    // deploy/htpasswd holds.
+    assert_eq!(bridge.upstream, "http://registry:5000");
+    assert!(read("deploy/htpasswd").starts_with("demo:$2y$"));
+    assert!(
+        read("deploy/htpasswd")
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:$2y$", bridge.upstream_username)))
+    );
+    assert!(compose.contains("image: registry:2"));
+    // Its torrents announce to the tracker's published ports, over both protocols.
     let http = config.http.listen.port();
     let udp = config.udp.listen.port();
-    assert!(compose.contains(&format!("--tracker=http://swarmgate:{http}/announce")));
-    assert!(compose.contains(&format!("--tracker=udp://swarmgate:{udp}/announce")));
+    assert!(
+        bridge
+            .trackers
+            .contains(&format!("http://127.0.0.1:{http}/announce"))
+    );
+    assert!(
+        bridge
+            .trackers
+            .contains(&format!("udp://127.0.0.1:{udp}/announce"))
+    );
     assert!(compose.contains(&format!("\"{http}:{http}/tcp\"")));
     assert!(compose.contains(&format!("\"{udp}:{udp}/udp\"")));
+    assert!(compose.contains(&format!("\"{0}:{0}\"", bridge.listen.port())));
+    assert!(bridge.keys_dir.starts_with("/var/lib/swarmgate/"));
+    assert!(read("Dockerfile").contains("/var/lib/swarmgate"));
 
     // Prometheus scrapes the admin listener, which listens beyond loopback.
     let admin: SocketAddr = config.admin.listen;
     assert!(admin.ip().is_unspecified(), "{admin}");
     let prometheus = read("deploy/prometheus.yml");
     assert!(prometheus.contains(&format!("swarmgate:{}", admin.port())));
+    assert!(prometheus.contains(&format!("bridge:{}", bridge.admin_listen.port())));
+    assert!(bridge.admin_listen.ip().is_unspecified());
     assert!(compose.contains("./deploy/prometheus.yml:/etc/prometheus/prometheus.yml"));
 }
 

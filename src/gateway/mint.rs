@@ -202,6 +202,22 @@ pub fn add_to_jwks(path: &Path, jwk: Jwk) -> Result<(), MintError> {
     std::fs::write(path, text).map_err(|e| file_error(&e))
 }
 
+/// Writes a private key PEM readable by its owner only (mode 0600 on Unix).
+pub fn write_private_key(path: &Path, bytes: &[u8]) -> Result<(), MintError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(|e| MintError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
 /// The longest token libtorrent can carry over UDP: it sends the announce
 /// path and query in one BEP 41 option of at most 255 bytes, and
 /// `/announce?jwt=` takes 14 of them.

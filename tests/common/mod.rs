@@ -190,24 +190,43 @@ pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
     receive
 }
 
-/// The first line within 15 s for which `pick` returns something.
+/// The first line within 15 s for which `pick` returns something. A panic
+/// shows the last lines seen, and says whether the process had exited.
 pub fn wait_for<T>(
     lines: &std::sync::mpsc::Receiver<String>,
     what: &str,
     pick: impl Fn(&str) -> Option<T>,
 ) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut seen: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut ended = false;
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
         match lines.recv_timeout(left) {
             Ok(line) => {
                 if let Some(found) = pick(&line) {
                     return found;
                 }
+                if seen.len() == 20 {
+                    seen.pop_front();
+                }
+                seen.push_back(line);
             }
-            Err(_) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                ended = true;
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
         }
     }
-    panic!("no log line {what} within 15 s");
+    let how = if ended {
+        "before the process closed its stderr"
+    } else {
+        "within 15 s"
+    };
+    panic!(
+        "no log line {what} {how}; last lines:\n{}",
+        Vec::from(seen).join("\n")
+    );
 }
 
 /// The resident set of a process (`"self"` or a pid), in KiB, from /proc.
