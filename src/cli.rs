@@ -397,19 +397,24 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// What `serve` and `bridge` share before they start: the configuration
+/// (file, then environment), logging, and the runtime.
+fn prepare(
+    path: Option<&std::path::Path>,
+    log_format: Option<LogFormat>,
+) -> Result<(Config, tokio::runtime::Runtime), String> {
+    let config = Config::load(path, std::env::vars()).map_err(|e| e.to_string())?;
+    init_logging(log_format.unwrap_or(config.log.format), &config.log.level);
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    Ok((config, runtime))
+}
+
 fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
-    let config = match Config::load(path.as_deref(), std::env::vars()) {
-        Ok(config) => config,
+    let (config, runtime) = match prepare(path.as_deref(), log_format) {
+        Ok(prepared) => prepared,
         Err(error) => {
             eprintln!("swarmgate: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    init_logging(log_format.unwrap_or(config.log.format), &config.log.level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("swarmgate: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -439,18 +444,10 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
 }
 
 fn bridge(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
-    let config = match Config::load(path.as_deref(), std::env::vars()) {
-        Ok(config) => config,
+    let (config, runtime) = match prepare(path.as_deref(), log_format) {
+        Ok(prepared) => prepared,
         Err(error) => {
             eprintln!("swarmgate: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    init_logging(log_format.unwrap_or(config.log.format), &config.log.level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("swarmgate: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };

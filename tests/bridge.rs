@@ -23,17 +23,6 @@ const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/transfe
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-pass";
 
-fn skip() -> bool {
-    std::env::var_os("SWARMGATE_SKIP_INTEROP").is_some_and(|v| v == "1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("swarmgate-bridge-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -45,17 +34,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes))
 }
 
-/// Bytes that differ per seed, cheap to make.
-fn layer_bytes(len: usize, seed: u8) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(seed);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+/// A temp dir and a registry started in it; `None` when interop tests are skipped.
+fn with_registry(name: &str) -> Option<(PathBuf, Registry)> {
+    if common::skip_interop() {
+        return None;
+    }
+    let dir = common::temp_dir(name);
+    let registry = Registry::start(&dir);
+    Some((dir, registry))
 }
 
 /// A real Distribution registry on a free loopback port, stopped on drop.
@@ -205,19 +191,28 @@ impl Drop for Registry {
     }
 }
 
-/// A bridge configuration in `dir` for `registry`, announcing to `trackers`.
-fn bridge_config(dir: &Path, registry: &Registry, trackers: Vec<String>) -> Config {
+/// A bridge configuration on loopback port 0 with its state in `dir`,
+/// reading `upstream` anonymously.
+fn stand_alone_config(dir: &Path, upstream: String) -> Config {
     let mut config = Config::default();
     let bridge = &mut config.bridge;
     bridge.listen = "127.0.0.1:0".parse().expect("addr");
     bridge.admin_listen = "127.0.0.1:0".parse().expect("addr");
-    bridge.upstream = registry.url();
+    bridge.upstream = upstream;
+    bridge.cache_dir = dir.join("cache").display().to_string();
+    bridge.keys_dir = dir.join("keys").display().to_string();
+    config
+}
+
+/// A bridge configuration in `dir` for `registry` with the test account,
+/// announcing to `trackers`.
+fn bridge_config(dir: &Path, registry: &Registry, trackers: Vec<String>) -> Config {
+    let mut config = stand_alone_config(dir, registry.url());
+    let bridge = &mut config.bridge;
     bridge.upstream_username = USER.into();
     bridge.upstream_password = PASSWORD.into();
     bridge.upstream_timeout = Duration::from_secs(5);
     bridge.trackers = trackers;
-    bridge.cache_dir = dir.join("cache").display().to_string();
-    bridge.keys_dir = dir.join("keys").display().to_string();
     config
 }
 
@@ -263,12 +258,10 @@ fn cache_files(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_decides_who_gets_a_torrent_and_the_infohash_is_the_bytes() {
-    if skip() {
+    let Some((dir, registry)) = with_registry("bridge-authz") else {
         return;
-    }
-    let dir = temp_dir("authz");
-    let registry = Registry::start(&dir);
-    let layer = layer_bytes(3 << 20, 1);
+    };
+    let layer = common::random_bytes(3 << 20, 1);
     let digest = registry.push("team/app/base", &layer);
     let same = registry.push("other/copy", &layer);
     assert_eq!(digest, same, "one layer, one digest in both repositories");
@@ -282,6 +275,10 @@ async fn the_registry_decides_who_gets_a_torrent_and_the_infohash_is_the_bytes()
         .await
         .expect("bridge starts");
     let path = format!("team/app/base/blobs/{digest}");
+    let ready = reqwest::get(format!("http://{}/readyz", bridge.admin_addr))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200, "a key, and the registry answers");
 
     // No credentials: the registry's 401 and its challenge, unchanged.
     let anonymous = get_torrent(bridge.addr, &path, None).await;
@@ -398,7 +395,7 @@ async fn the_registry_decides_who_gets_a_torrent_and_the_infohash_is_the_bytes()
             .status(),
         401
     );
-    let other_layer = registry.push("team/app/other", &layer_bytes(1 << 20, 2));
+    let other_layer = registry.push("team/app/other", &common::random_bytes(1 << 20, 2));
     let elsewhere = format!(
         "http://{}/seed/team/app/other/blobs/{other_layer}?jwt={token}",
         bridge.addr
@@ -475,12 +472,10 @@ async fn the_registry_decides_who_gets_a_torrent_and_the_infohash_is_the_bytes()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_blob_is_a_502_and_nothing_is_cached() {
-    if skip() {
+    let Some((dir, registry)) = with_registry("bridge-corrupt") else {
         return;
-    }
-    let dir = temp_dir("corrupt");
-    let registry = Registry::start(&dir);
-    let digest = registry.push("team/corrupt", &layer_bytes(1 << 20, 3));
+    };
+    let digest = registry.push("team/corrupt", &common::random_bytes(1 << 20, 3));
     let file = registry.blob_file(&digest);
     let mut bytes = std::fs::read(&file).expect("stored blob");
     bytes[12345] ^= 0xff;
@@ -515,13 +510,16 @@ async fn a_corrupt_blob_is_a_502_and_nothing_is_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_is_bounded_and_survives_a_restart() {
-    if skip() {
+    let Some((dir, registry)) = with_registry("bridge-cache") else {
         return;
-    }
-    let dir = temp_dir("cache");
-    let registry = Registry::start(&dir);
+    };
     let digests: Vec<String> = (0..3u8)
-        .map(|n| registry.push(&format!("cache/n{n}"), &layer_bytes(1 << 20, 10 + n)))
+        .map(|n| {
+            registry.push(
+                &format!("cache/n{n}"),
+                &common::random_bytes(1 << 20, 10 + u64::from(n)),
+            )
+        })
         .collect();
     let trackers = vec!["http://127.0.0.1:6969/announce".to_owned()];
     // Measure one entry, then allow two and a half.
@@ -591,12 +589,10 @@ async fn silent_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_blobs_and_a_hanging_registry_get_clear_errors() {
-    if skip() {
+    let Some((dir, registry)) = with_registry("bridge-limits") else {
         return;
-    }
-    let dir = temp_dir("limits");
-    let registry = Registry::start(&dir);
-    let digest = registry.push("team/big", &layer_bytes(2 << 20, 4));
+    };
+    let digest = registry.push("team/big", &common::random_bytes(2 << 20, 4));
     let mut config = bridge_config(
         &dir,
         &registry,
@@ -700,12 +696,10 @@ fn interop_command(torrent_file: &Path, payload: &Path, leecher: &str, extra: &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_and_aria2_pull_a_pushed_layer_from_a_seeder_and_from_the_web_seed() {
-    if skip() {
+    let Some((dir, registry)) = with_registry("bridge-pull") else {
         return;
-    }
-    let dir = temp_dir("pull");
-    let registry = Registry::start(&dir);
-    let digest = registry.push("team/app/base", &layer_bytes(8 << 20, 5));
+    };
+    let digest = registry.push("team/app/base", &common::random_bytes(8 << 20, 5));
     let payload = registry.blob("team/app/base", &digest).await;
     assert_eq!(format!("sha256:{}", sha256_hex(&payload)), digest);
     let payload_file = dir.join("payload");
@@ -830,12 +824,10 @@ async fn published_kids(bridge: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_during_pulls_refuses_no_one_and_survives_a_restart() {
-    if skip() {
+    let Some((dir, registry)) = with_registry("bridge-rotate") else {
         return;
-    }
-    let dir = temp_dir("rotate");
-    let registry = Registry::start(&dir);
-    let digest = registry.push("team/app/base", &layer_bytes(24 << 20, 6));
+    };
+    let digest = registry.push("team/app/base", &common::random_bytes(24 << 20, 6));
     let payload = registry.blob("team/app/base", &digest).await;
     let payload_file = dir.join("payload");
     std::fs::write(&payload_file, &payload).expect("payload");
@@ -948,7 +940,7 @@ async fn concurrent_requests_for_one_blob_share_one_build() {
     // released, so every request is provably waiting at once.
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let blob = layer_bytes(1 << 20, 9);
+    let blob = common::random_bytes(1 << 20, 9);
     let digest = format!("sha256:{}", sha256_hex(&blob));
     let reads = Arc::new(AtomicUsize::new(0));
     let (release, released) = tokio::sync::watch::channel(false);
@@ -974,13 +966,8 @@ async fn concurrent_requests_for_one_blob_share_one_build() {
     let upstream = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let dir = temp_dir("flight");
-    let mut config = Config::default();
-    config.bridge.listen = "127.0.0.1:0".parse().expect("addr");
-    config.bridge.admin_listen = "127.0.0.1:0".parse().expect("addr");
-    config.bridge.upstream = format!("http://{upstream}");
-    config.bridge.cache_dir = dir.join("cache").display().to_string();
-    config.bridge.keys_dir = dir.join("keys").display().to_string();
+    let dir = common::temp_dir("bridge-flight");
+    let config = stand_alone_config(&dir, format!("http://{upstream}"));
     let bridge = swarmgate::bridge::start(&config)
         .await
         .expect("bridge starts");
@@ -1031,6 +1018,219 @@ async fn concurrent_requests_for_one_blob_share_one_build() {
     assert_eq!(
         common::sample(&metrics, "swarmgate_bridge_builds_total{result=\"ok\"}"),
         1.0
+    );
+    bridge.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the stand-in registry and its storage saw.
+#[derive(Default)]
+struct StandInLog {
+    /// `Authorization` headers of blob requests, in order.
+    blob_authorizations: Vec<Option<String>>,
+    /// Token requests: their `Authorization` and query.
+    token_requests: Vec<(Option<String>, String)>,
+    /// Storage requests: their `Authorization` and `Range`.
+    storage_requests: Vec<(Option<String>, Option<String>)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_service_registry_and_redirects_to_storage() {
+    // A stand-in for a registry with a token service (as Harbor and the cloud
+    // registries have) that redirects blob reads to storage, which
+    // Debian's Distribution with filesystem storage does not do.
+    use axum::http::{HeaderMap, Method, StatusCode, header};
+    use axum::response::IntoResponse;
+    use std::sync::{Arc, Mutex};
+    let blob = axum::body::Bytes::from(common::random_bytes(300_000, 11));
+    let digest = format!("sha256:{}", sha256_hex(&blob));
+    let log = Arc::new(Mutex::new(StandInLog::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let registry = listener.local_addr().expect("addr");
+    let storage_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let storage = storage_listener.local_addr().expect("addr");
+    let header_text = |headers: &HeaderMap, name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let registry_app = {
+        let log = log.clone();
+        let token_log = log.clone();
+        axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::get(move |headers: HeaderMap, query: axum::extract::RawQuery| {
+                    let log = token_log.clone();
+                    async move {
+                        let authorization = header_text(&headers, header::AUTHORIZATION);
+                        let basic = format!(
+                            "Basic {}",
+                            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bridge:bridge-pass")
+                        );
+                        let ok = authorization.as_deref() == Some(basic.as_str());
+                        log.lock().expect("log").token_requests.push((authorization, query.0.unwrap_or_default()));
+                        if ok {
+                            axum::Json(serde_json::json!({"token": "bridge-token", "expires_in": 300})).into_response()
+                        } else {
+                            StatusCode::UNAUTHORIZED.into_response()
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/v2/{*path}",
+                axum::routing::get(move |method: Method, headers: HeaderMap| {
+                    let log = log.clone();
+                    async move {
+                        let authorization = header_text(&headers, header::AUTHORIZATION);
+                        log.lock().expect("log").blob_authorizations.push(authorization.clone());
+                        let allowed = matches!(
+                            authorization.as_deref(),
+                            Some("Bearer caller-token" | "Bearer bridge-token")
+                        );
+                        if !allowed {
+                            let challenge = format!(
+                                r#"Bearer realm="http://{registry}/token",service="stand-in",scope="repository:team/app:pull""#
+                            );
+                            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)]).into_response();
+                        }
+                        if method == Method::HEAD {
+                            return (StatusCode::OK, [(header::CONTENT_LENGTH, "300000")]).into_response();
+                        }
+                        // Reads go to storage, with a signed URL.
+                        (
+                            StatusCode::TEMPORARY_REDIRECT,
+                            [(header::LOCATION, format!("http://{storage}/blobs/data?signature=abc"))],
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+    };
+    let storage_app = {
+        let (log, blob) = (log.clone(), blob.clone());
+        axum::Router::new().route(
+            "/blobs/data",
+            axum::routing::get(move |headers: HeaderMap| {
+                let (log, blob) = (log.clone(), blob.clone());
+                async move {
+                    let range = header_text(&headers, header::RANGE);
+                    log.lock()
+                        .expect("log")
+                        .storage_requests
+                        .push((header_text(&headers, header::AUTHORIZATION), range.clone()));
+                    match range
+                        .as_deref()
+                        .and_then(|r| r.strip_prefix("bytes="))
+                        .and_then(|r| r.split_once('-'))
+                    {
+                        Some((start, end)) => {
+                            let (start, end): (usize, usize) =
+                                (start.parse().expect("start"), end.parse().expect("end"));
+                            (
+                                StatusCode::PARTIAL_CONTENT,
+                                [(
+                                    header::CONTENT_RANGE,
+                                    format!("bytes {start}-{end}/{}", blob.len()),
+                                )],
+                                blob.slice(start..=end),
+                            )
+                                .into_response()
+                        }
+                        None => blob.into_response(),
+                    }
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, registry_app).await });
+    tokio::spawn(async move { axum::serve(storage_listener, storage_app).await });
+
+    let dir = common::temp_dir("bridge-token-service");
+    let mut config = stand_alone_config(&dir, format!("http://{registry}"));
+    config.bridge.upstream_username = "bridge".into();
+    config.bridge.upstream_password = "bridge-pass".into();
+    let bridge = swarmgate::bridge::start(&config)
+        .await
+        .expect("bridge starts");
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/c1/torrent/team/app/blobs/{digest}", bridge.addr);
+
+    // A caller without a token gets the registry's Bearer challenge, as is.
+    let challenged = client.get(&url).send().await.expect("torrent");
+    assert_eq!(challenged.status(), 401);
+    assert!(
+        challenged.headers()["www-authenticate"]
+            .to_str()
+            .expect("text")
+            .starts_with(&format!(r#"Bearer realm="http://{registry}/token""#))
+    );
+    // With the token it got from the registry's token service: a torrent,
+    // built from storage through the redirect.
+    let response = client
+        .get(&url)
+        .bearer_auth("caller-token")
+        .send()
+        .await
+        .expect("torrent");
+    assert_eq!(response.status(), 200);
+    let meta: MetaInfo =
+        serde_bencode::from_bytes(&response.bytes().await.expect("body")).expect("torrent");
+    assert_eq!(meta.info.length, 300_000);
+
+    // The web seed reads with the bridge's own account: challenged, it gets
+    // a token from the realm with its Basic credentials, then follows the
+    // redirect with the range.
+    let seeded = client
+        .get(&meta.url_list[0])
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .expect("seed");
+    assert_eq!(seeded.status(), 206);
+    assert_eq!(&seeded.bytes().await.expect("body")[..], &blob[100..200]);
+    let again = client.get(&meta.url_list[0]).send().await.expect("seed");
+    assert_eq!(
+        sha256_hex(&again.bytes().await.expect("body")),
+        digest.trim_start_matches("sha256:")
+    );
+
+    let log = std::mem::take(&mut *log.lock().expect("log"));
+    assert_eq!(
+        log.token_requests.len(),
+        1,
+        "the token is remembered: {:?}",
+        log.token_requests
+    );
+    assert!(
+        log.token_requests[0]
+            .1
+            .contains("scope=repository%3Ateam%2Fapp%3Apull"),
+        "{:?}",
+        log.token_requests
+    );
+    assert!(log.token_requests[0].1.contains("service=stand-in"));
+    assert!(
+        log.storage_requests
+            .iter()
+            .all(|(authorization, _)| authorization.is_none()),
+        "credentials never follow a redirect to storage: {:?}",
+        log.storage_requests
+    );
+    assert!(
+        log.storage_requests
+            .iter()
+            .any(|(_, range)| range.as_deref() == Some("bytes=100-199"))
+    );
+    assert!(
+        log.blob_authorizations
+            .contains(&Some("Bearer bridge-token".into()))
     );
     bridge.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

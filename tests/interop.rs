@@ -22,10 +22,6 @@ use swarmgate::swarm::{InfoHash, ScrapeRequest};
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/transfer.py");
 
-fn skip() -> bool {
-    std::env::var_os("SWARMGATE_SKIP_INTEROP").is_some_and(|v| v == "1")
-}
-
 /// Runs the driver against `announce`, minting with the development key `kid`;
 /// returns its "interop ok" line.
 async fn transfer(announce: &str, leecher: &str, kid: &str) -> String {
@@ -73,7 +69,7 @@ fn downloads_of(server: &Server, summary: &str) -> u32 {
 }
 
 async fn run(leecher: &str, kid: &str, scheme: &str) {
-    if skip() {
+    if skip_interop() {
         eprintln!("SWARMGATE_SKIP_INTEROP=1: skipped");
         return;
     }

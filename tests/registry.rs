@@ -27,17 +27,6 @@ use swarmgate::torrent::{self, MetaInfo};
 const BIN: &str = env!("CARGO_BIN_EXE_swarmgate");
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/transfer.py");
 
-fn skip() -> bool {
-    std::env::var_os("SWARMGATE_SKIP_INTEROP").is_some_and(|v| v == "1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("swarmgate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 /// Announces `torrent`'s infohash to the first HTTP announce URL in it (the
 /// URL as signed, token included); returns the failure reason, if refused.
 async fn announce_torrent(torrent: &[u8], peer: u8) -> Option<String> {
@@ -226,21 +215,9 @@ async fn fetch_torrent(client: &reqwest::Client, registry: SocketAddr, digest: &
     response.bytes().await.expect("body").to_vec()
 }
 
-fn random_blob(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_torrents_pull_through_swarmgate_across_a_key_rotation() {
-    if skip() {
+    if skip_interop() {
         eprintln!("SWARMGATE_SKIP_INTEROP=1: skipped");
         return;
     }
@@ -311,7 +288,7 @@ async fn registry_torrents_pull_through_swarmgate_across_a_key_rotation() {
     assert_eq!(wrong.status(), 400);
 
     // First pull: seeder and leecher through the registry's torrent.
-    let layer_one = random_blob(6 << 20, 1);
+    let layer_one = random_bytes(6 << 20, 1);
     let digest_one = push(&client, registry_addr, &layer_one).await;
     let torrent_one = fetch_torrent(&client, registry_addr, &digest_one).await;
     let meta_one: MetaInfo = serde_bencode::from_bytes(&torrent_one).expect("torrent");
@@ -383,7 +360,7 @@ async fn registry_torrents_pull_through_swarmgate_across_a_key_rotation() {
 
     // Second pull, through a torrent signed with the new key (swarmgate
     // fetches the JWKS again on first sight of the new kid).
-    let layer_two = random_blob(5 << 20, 2);
+    let layer_two = random_bytes(5 << 20, 2);
     let digest_two = push(&client, registry_addr, &layer_two).await;
     let torrent_two = fetch_torrent(&client, registry_addr, &digest_two).await;
     seeded_pull(&dir, "two", &torrent_two, &layer_two).await;

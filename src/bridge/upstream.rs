@@ -267,10 +267,13 @@ impl Upstream {
         let Some(realm) = params.get("realm") else {
             return Ok(None);
         };
-        let encode = |text: &str| {
-            percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
-        };
+        // Everything but RFC 3986's unreserved characters.
+        const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let encode = |text: &str| percent_encoding::utf8_percent_encode(text, QUERY).to_string();
         let separator = if realm.contains('?') { '&' } else { '?' };
         let mut url = format!("{realm}{separator}scope={}", encode(scope));
         if let Some(service) = params.get("service") {

@@ -42,6 +42,33 @@ pub fn mint_dev(kid: &str, info_hash: [u8; 20], ttl: Option<std::time::Duration>
     mint::mint(&key, alg, &spec, swarmgate::gateway::layer::unix_now()).expect("mint")
 }
 
+/// Whether to skip the tests that drive programs outside Rust (real
+/// BitTorrent clients, a real registry): `SWARMGATE_SKIP_INTEROP=1`.
+pub fn skip_interop() -> bool {
+    std::env::var_os("SWARMGATE_SKIP_INTEROP").is_some_and(|v| v == "1")
+}
+
+/// A fresh, empty directory for this test process.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("swarmgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// `len` bytes that differ per `seed` (xorshift): test blobs, cheap to make.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// Starts a real server.
 pub async fn start(config: Config) -> Server {
     server::start(config).await.expect("server starts")
