@@ -29,13 +29,17 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/swarmgate /usr/local/bin/swarmgate
 COPY --from=build /usr/local/bin/registry /usr/local/bin/swarmgate-example-registry
-# The bridge's keys and torrent cache; a named volume mounted here starts
-# with this ownership, so the unprivileged user can write it.
+# State: the tracker's swarm snapshot, the bridge's keys and torrent cache.
+# A named volume mounted here starts with this ownership, so the
+# unprivileged user can write it.
 COPY --from=build --chown=65532:65532 /state /var/lib/swarmgate
 USER nonroot:nonroot
 # The admin listener must listen beyond loopback for a scraper in another container.
+# The swarm snapshot goes where the unprivileged user can write (mount a
+# volume there to keep swarms across container restarts).
 ENV SWARMGATE_ADMIN__LISTEN=0.0.0.0:6970 \
-    SWARMGATE_AUTH__KEYS_DIR=
+    SWARMGATE_AUTH__KEYS_DIR= \
+    SWARMGATE_STORE__SNAPSHOT_PATH=/var/lib/swarmgate/swarmgate-snapshot.bin
 # 6980 and 6981: the bridge's public and admin listeners (swarmgate bridge).
 EXPOSE 6969/tcp 6969/udp 6970/tcp 6980/tcp 6981/tcp
 ENTRYPOINT ["/usr/local/bin/swarmgate"]

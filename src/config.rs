@@ -31,8 +31,30 @@ pub struct Config {
     pub locality: LocalityConfig,
     /// What one client can make the tracker store.
     pub limits: LimitsConfig,
+    /// Keeping swarms across restarts.
+    pub store: StoreConfig,
     /// `swarmgate bridge`, the registry side beside an OCI registry (`serve` ignores it).
     pub bridge: BridgeConfig,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The snapshot file (relative to the working directory); empty = none.
+    pub snapshot_path: String,
+    /// How often the snapshot is written (and at SIGTERM/SIGINT).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_path: "swarmgate-snapshot.bin".into(),
+            snapshot_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[bridge]`: read by `swarmgate bridge` only (with `[log]`).
@@ -574,6 +596,16 @@ peers = 10000000
 # Swarms held at once; an announce for a new torrent past it gets no peers.
 swarms = 2000000
 
+[store]
+# Where the swarms are saved so that a restart (an upgrade, a crash) keeps
+# them: written every snapshot_interval and at SIGTERM/SIGINT, read at
+# start; peers whose lifetime ran out meanwhile are dropped. A file that
+# cannot be read is moved aside (NAME.corrupt-TIME) and the tracker starts
+# empty. Relative to the working directory. "" = keep nothing.
+snapshot_path = "swarmgate-snapshot.bin"
+# How often the snapshot is written: a kill -9 loses at most this much.
+snapshot_interval = "30s"
+
 # `swarmgate bridge`: the registry side, beside an OCI registry you already
 # run. It serves each blob's torrent (to callers the registry authorises),
 # a web seed, and the JWKS trackers check tokens with. `serve` ignores this
@@ -648,6 +680,8 @@ pub const RESTART_ONLY_KEYS: &[&str] = &[
     "log.level",
     "announce.peer_lifetime",
     "announce.cleanup_interval",
+    "store.snapshot_path",
+    "store.snapshot_interval",
 ];
 
 impl Config {
@@ -926,6 +960,9 @@ impl Config {
         }
         self.validate_auth()?;
         self.validate_bridge()?;
+        if self.store.snapshot_interval.is_zero() {
+            return Err(("store.snapshot_interval", "must be more than zero".into()));
+        }
         if self.locality.ipv4_prefix > 32 {
             return Err(("locality.ipv4_prefix", "must be 0 to 32".into()));
         }

@@ -16,6 +16,11 @@
 //!   an unknown kid waits for a paced, shared JWKS refetch.
 //! - [`swarm`]: the engine. Swarms, peers, handout, expiry, storage limits;
 //!   pure, takes time and RNG.
+//! - [`store`]: swarms across restarts: the engine's peers in a snapshot
+//!   file (written on a timer and at shutdown, off the request path; loaded
+//!   at start, expired peers dropped, damaged files moved aside).
+//! - [`files`]: durable writes (temporary file, fsync, rename) and moving
+//!   damaged files aside, for the store and the bridge.
 //! - [`config`]: the TOML configuration with its printed defaults.
 //! - [`admin`]: the operators' listener (`/healthz`, `/readyz`, `/metrics`).
 //! - [`metrics`]: one Prometheus registry per server; handles the frontends,
@@ -32,12 +37,14 @@ pub mod admin;
 pub mod bridge;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod frontend;
 pub mod gateway;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod simulate;
+pub mod store;
 pub mod swarm;
 pub mod torrent;
 pub mod tracker;

@@ -92,6 +92,42 @@ impl Metrics {
             ),
             (
                 Kind::Counter,
+                "swarmgate_snapshot_writes_total",
+                None,
+                "Snapshot writes (store.snapshot_path), by result; on error the previous file stays",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_snapshot_loads_total",
+                None,
+                "Snapshot loads at start, by result (missing, restored, set_aside: unusable, moved aside)",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_snapshot_peers",
+                None,
+                "Peers in the last snapshot written",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_snapshot_bytes",
+                Some(Unit::Bytes),
+                "Size of the last snapshot written",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_snapshot_duration_seconds",
+                Some(Unit::Seconds),
+                "Time the last snapshot write took (copy, encode, durable write)",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_snapshot_last_success_timestamp_seconds",
+                Some(Unit::Seconds),
+                "Unix time of the last snapshot written; alert when it falls behind a few intervals",
+            ),
+            (
+                Kind::Counter,
                 "swarmgate_bridge_torrents_total",
                 None,
                 "Bridge: torrent requests, by result (ok, refused: the registry said 401/403/404, bad_request, too_large, upstream_error, digest_mismatch, interrupted)",

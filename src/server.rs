@@ -70,6 +70,8 @@ pub struct Server {
     tasks: JoinSet<()>,
     /// Batched UDP workers (plain threads; they watch `stop` too).
     udp_threads: Vec<std::thread::JoinHandle<()>>,
+    /// Where the swarms are saved at shutdown, if anywhere.
+    snapshot: Option<std::path::PathBuf>,
 }
 
 /// The parts a reload swaps under running listeners.
@@ -111,6 +113,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         },
         locality_settings(&config.locality)?,
     ));
+    let snapshot = crate::store::path(&config.store.snapshot_path);
+    if let Some(path) = &snapshot {
+        restore(&engine, path, &metrics).await;
+    }
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let engine_service = TrackerService::new(engine.clone());
@@ -212,6 +218,23 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
     });
 
+    if let Some(path) = snapshot.clone() {
+        let (engine, metrics) = (engine.clone(), metrics.clone());
+        let period = config.store.snapshot_interval;
+        let mut snapshot_stopped = stopped.clone();
+        tasks.spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = snapshot_stopped.wait_for(|stop| *stop) => break,
+                }
+                save(&engine, &path, &metrics).await;
+            }
+        });
+    }
+
     let sweeper = engine.clone();
     let sweep_metrics = metrics.clone();
     let period = config.announce.cleanup_interval;
@@ -243,7 +266,88 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         stop,
         tasks,
         udp_threads,
+        snapshot,
     })
+}
+
+/// Lists the swarms of the snapshot at `path` again (off the runtime's
+/// threads) and says what it found.
+async fn restore(engine: &Arc<Engine>, path: &std::path::Path, metrics: &Metrics) {
+    let (engine, owned) = (engine.clone(), path.to_owned());
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::store::load(&engine, &owned, Instant::now(), unix_now())
+    })
+    .await;
+    let file = path.display();
+    let result = match loaded {
+        Ok(crate::store::Loaded::Missing) => {
+            tracing::info!(%file, "no snapshot yet: starting with no swarms");
+            "missing"
+        }
+        Ok(crate::store::Loaded::Restored {
+            swarms,
+            peers,
+            expired,
+            age,
+        }) => {
+            tracing::info!(%file, swarms, peers, expired, age_seconds = age.as_secs(),
+                "swarms restored from the snapshot (peers whose lifetime ran out meanwhile dropped)");
+            "restored"
+        }
+        Ok(crate::store::Loaded::SetAside { cause, moved_to }) => {
+            tracing::error!(%file, %moved_to,
+                "the snapshot cannot be used ({cause}); moved aside, starting with no swarms");
+            "set_aside"
+        }
+        Err(error) => {
+            tracing::error!(%file, "the snapshot load failed: {error}; starting with no swarms");
+            "set_aside"
+        }
+    };
+    metrics
+        .counter("swarmgate_snapshot_loads_total", &[("result", result)])
+        .increment(1);
+}
+
+/// Writes a snapshot (off the runtime's threads), logging and counting it.
+async fn save(engine: &Arc<Engine>, path: &std::path::Path, metrics: &Metrics) {
+    let (engine, owned) = (engine.clone(), path.to_owned());
+    let written = tokio::task::spawn_blocking(move || {
+        crate::store::write(&engine, &owned, Instant::now(), unix_now())
+    })
+    .await;
+    match written {
+        Ok(Ok(written)) => {
+            tracing::debug!(?written, "snapshot written");
+            metrics
+                .counter("swarmgate_snapshot_writes_total", &[("result", "ok")])
+                .increment(1);
+            metrics
+                .gauge("swarmgate_snapshot_peers", &[])
+                .set(written.peers as f64);
+            metrics
+                .gauge("swarmgate_snapshot_bytes", &[])
+                .set(written.bytes as f64);
+            metrics
+                .gauge("swarmgate_snapshot_duration_seconds", &[])
+                .set(written.took.as_secs_f64());
+            metrics
+                .gauge("swarmgate_snapshot_last_success_timestamp_seconds", &[])
+                .set(unix_now() as f64);
+        }
+        Ok(Err(error)) => {
+            tracing::error!("{error}; the previous snapshot stays");
+            metrics
+                .counter("swarmgate_snapshot_writes_total", &[("result", "error")])
+                .increment(1);
+        }
+        Err(error) => {
+            tracing::error!("the snapshot write failed: {error}");
+            metrics
+                .counter("swarmgate_snapshot_writes_total", &[("result", "error")])
+                .increment(1);
+        }
+    }
 }
 
 impl Live {
@@ -347,6 +451,11 @@ impl Server {
         })
         .await;
         while self.tasks.join_next().await.is_some() {}
+        // Last, so the snapshot holds every announce that was answered.
+        if let Some(path) = &self.snapshot {
+            save(&self.engine, path, &self.metrics).await;
+            tracing::info!(file = %path.display(), "swarms saved for the next start");
+        }
     }
 }
 

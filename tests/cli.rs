@@ -29,6 +29,7 @@ fn a_bad_config_file_is_one_clear_error_and_a_failing_exit() {
         "[announce]\ninterval = \"60s\"\nmax_numwant = \"many\"\n",
     );
     let output = Command::new(BIN)
+        .env("SWARMGATE_STORE__SNAPSHOT_PATH", "")
         .args(["serve", "--config"])
         .arg(&path)
         .output()
@@ -45,6 +46,7 @@ fn a_bad_config_file_is_one_clear_error_and_a_failing_exit() {
     );
 
     let missing = Command::new(BIN)
+        .env("SWARMGATE_STORE__SNAPSHOT_PATH", "")
         .args(["serve", "--config", "/nonexistent/swarmgate.toml"])
         .output()
         .expect("runs");
@@ -64,6 +66,7 @@ fn serves_then_stops_cleanly_on_sigterm() {
     // From the repository root, the default auth trusts the development keys in keys/.
     let mut child = Command::new(BIN)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SWARMGATE_STORE__SNAPSHOT_PATH", "")
         .args(["serve", "--config"])
         .arg(&path)
         .stderr(Stdio::piped())
@@ -268,4 +271,76 @@ fn a_one_shot_command_whose_reader_goes_away_ends_quietly() {
         "ended by SIGPIPE as a Unix filter is: {:?}",
         output.status
     );
+}
+
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_tracker() {
+    // A log shipper that dies closes the tracker's stderr. Log lines are then
+    // lost, but the tracker serves on and still stops cleanly.
+    let path = temp_config(
+        "closed-log",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[udp]\nenabled = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [auth]\nmode = \"open\"\n[store]\nsnapshot_path = \"\"\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (http, admin): (std::net::SocketAddr, std::net::SocketAddr) = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+            let fields = &value["fields"];
+            Some((
+                fields["http"].as_str()?.parse().ok()?,
+                fields["admin"].as_str()?.parse().ok()?,
+            ))
+        })
+        .expect("the listeners line");
+    drop(lines);
+    let get = |addr: std::net::SocketAddr, target: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply
+    };
+    let announce = "/announce?info_hash=%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA%AA\
+                    &peer_id=-XX0001-000000000000&port=6881&uploaded=0&downloaded=0&left=0";
+    assert!(get(http, announce).starts_with("HTTP/1.1 200"));
+    // SIGHUP makes it log (the reload) into the closed pipe; the reload
+    // counter moves only after that log line was attempted.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get(admin, "/metrics").contains("swarmgate_config_reloads_total{result=\"ok\"} 1") {
+        assert!(child.try_wait().expect("status").is_none(), "it died");
+        assert!(Instant::now() < deadline, "the reload was never counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        get(http, announce).starts_with("HTTP/1.1 200"),
+        "still serving"
+    );
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "exit status {status}");
 }

@@ -44,6 +44,7 @@ impl Tracker {
         )
         .expect("write config");
         let mut child = Command::new(BIN)
+            .env("SWARMGATE_STORE__SNAPSHOT_PATH", "")
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG")

@@ -169,6 +169,7 @@ fn sighup_reloads_good_files_refuses_bad_ones_and_logs_json() {
 
     let mut child = Command::new(BIN)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SWARMGATE_STORE__SNAPSHOT_PATH", "")
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&file)
         .env("SWARMGATE_ANNOUNCE__MIN_INTERVAL", "7s")

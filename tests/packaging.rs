@@ -147,6 +147,14 @@ fn the_dockerfile_builds_in_stages_runs_unprivileged_and_exposes_the_configured_
     );
     let config = load(&vars);
     assert_eq!(config.auth.keys_dir, "", "the image ships no keys");
+    // The snapshot goes to the state directory the unprivileged user owns.
+    assert!(
+        config
+            .store
+            .snapshot_path
+            .starts_with("/var/lib/swarmgate/")
+    );
+    assert!(dockerfile.contains("--chown=65532:65532 /state /var/lib/swarmgate"));
     assert!(config.admin.listen.ip().is_unspecified());
     let expose = format!(
         "EXPOSE {http}/tcp {udp}/udp {admin}/tcp",

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::reference::Digest;
-use super::write_atomically;
+use crate::files::write_atomically;
 use crate::torrent::Info;
 
 /// What the cache holds, for metrics.

@@ -202,7 +202,9 @@ impl KeyStore {
             Ok(bytes) => match serde_json::from_slice::<Schedule>(&bytes) {
                 Ok(schedule) => schedule,
                 Err(error) => {
-                    let aside = set_aside(&schedule_path);
+                    let aside = crate::files::set_aside(&schedule_path, now)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|e| format!("(not moved: {e})"));
                     tracing::error!(
                         file = %schedule_path.display(), moved_to = %aside,
                         "the key rotation schedule is corrupt ({error}); moved aside, rebuilding it from the key files"
@@ -442,7 +444,7 @@ impl KeyStore {
         let mut text = serde_json::to_string_pretty(&schedule).unwrap_or_default();
         text.push('\n');
         let path = self.settings.dir.join(SCHEDULE_FILE);
-        super::write_atomically(&path, text.as_bytes()).map_err(|e| file_error(&path, &e))
+        crate::files::write_atomically(&path, text.as_bytes()).map_err(|e| file_error(&path, &e))
     }
 }
 
@@ -464,16 +466,6 @@ fn file_error(path: &Path, error: &dyn std::fmt::Display) -> KeyError {
     KeyError::File {
         path: path.display().to_string(),
         message: error.to_string(),
-    }
-}
-
-/// Renames a corrupt file to `NAME.corrupt-<unix seconds>`; returns the new name.
-fn set_aside(path: &Path) -> String {
-    let now = crate::gateway::layer::unix_now();
-    let aside = path.with_extension(format!("corrupt-{now}"));
-    match std::fs::rename(path, &aside) {
-        Ok(()) => aside.display().to_string(),
-        Err(error) => format!("(not moved: {error})"),
     }
 }
 

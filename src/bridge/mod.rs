@@ -321,20 +321,3 @@ pub async fn start(config: &Config) -> Result<Bridge, BridgeError> {
         tasks,
     })
 }
-
-/// Writes `bytes` to `path` through a temporary file, fsync and rename, so a
-/// crash leaves the old file or the new one, never half of one.
-pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
-}

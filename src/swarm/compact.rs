@@ -215,6 +215,19 @@ impl CompactSet {
         }
     }
 
+    /// Calls `f(seeder, addr, id, expires_at, completed)` for every peer.
+    pub(super) fn for_each(&self, mut f: impl FnMut(bool, SocketAddrV4, &PeerId, u32, bool)) {
+        for entry in self.entries.iter() {
+            f(
+                entry.seeder(),
+                entry.addr(),
+                &entry.id,
+                entry.expires_at(),
+                entry.completed(),
+            );
+        }
+    }
+
     pub(super) fn seeders(&self) -> usize {
         self.entries.partition_point(Entry::seeder)
     }

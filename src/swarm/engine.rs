@@ -17,8 +17,8 @@ use super::limits::{Limit, LimitHits, LiveLimits, StorageLimits};
 use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
 use super::peers::{Announcer, Candidates, PeerSet, Slot, hand_out, saturating_u32};
 use super::types::{
-    AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, ScrapeRequest, ScrapeResponse,
-    SwarmStats,
+    AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, PeerId, ScrapeRequest,
+    ScrapeResponse, StoredPeer, StoredSwarm, SwarmStats,
 };
 
 /// Settings the engine needs; the rest of the configuration stays outside.
@@ -374,6 +374,124 @@ impl Engine {
         self.swarms
             .fetch_sub(stats.removed_swarms, Ordering::Relaxed);
         stats
+    }
+
+    /// How many shards [`Engine::export_shard`] takes.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Appends shard `index`'s swarms to `out`, each peer with the lifetime it
+    /// has left at `now` (expired peers are skipped, as are swarms left
+    /// empty). Locks that one shard while it copies, so a snapshot taken
+    /// shard by shard holds up announces for one shard's copy at a time.
+    pub fn export_shard(&self, index: usize, now: Instant, out: &mut Vec<StoredSwarm>) {
+        let Some(shard) = self.shards.get(index) else {
+            return;
+        };
+        let now_secs = self.secs(now);
+        let shard = shard.lock();
+        for (info_hash, swarm) in &shard.swarms {
+            let mut peers = Vec::with_capacity(swarm.len());
+            let mut keep =
+                |seeder: bool, addr: SocketAddr, id: &PeerId, expires_at: u32, completed: bool| {
+                    if expires_at > now_secs {
+                        peers.push(StoredPeer {
+                            id: *id,
+                            addr,
+                            seeder,
+                            completed,
+                            remaining_secs: expires_at - now_secs,
+                        });
+                    }
+                };
+            match &swarm.peers {
+                Peers::Compact(set) => set.for_each(|seeder, addr, id, expires_at, completed| {
+                    keep(seeder, addr.into(), id, expires_at, completed)
+                }),
+                Peers::Full(sets) => {
+                    sets.v4
+                        .for_each(|seeder, addr, _, id, expires_at, completed| {
+                            keep(seeder, addr.into(), id, expires_at, completed)
+                        });
+                    sets.v6
+                        .for_each(|seeder, addr, _, id, expires_at, completed| {
+                            keep(seeder, addr.into(), id, expires_at, completed)
+                        });
+                }
+            }
+            if !peers.is_empty() {
+                out.push(StoredSwarm {
+                    info_hash: *info_hash,
+                    downloaded: swarm.downloaded,
+                    peers,
+                });
+            }
+        }
+    }
+
+    /// Lists a stored swarm's peers again, each for the lifetime it had left
+    /// (capped at the peer lifetime), as of `now`; keeps the larger of the
+    /// stored and the current `downloaded`. Storage limits apply as to
+    /// announces. Returns how many peers are listed.
+    pub fn restore(&self, stored: &StoredSwarm, now: Instant) -> usize {
+        let now_secs = self.secs(now);
+        let settings = self.locality.load();
+        let limits = self.limits.get();
+        let mut shard = self.shard(&stored.info_hash).lock();
+        let shard = &mut *shard;
+        let swarm = match shard.swarms.entry(stored.info_hash) {
+            Entry::Occupied(listed) => listed.into_mut(),
+            Entry::Vacant(_) if self.swarms.load(Ordering::Relaxed) >= limits.swarms => {
+                shard.limit_hits.hit(Limit::Swarms);
+                return 0;
+            }
+            Entry::Vacant(slot) => {
+                self.swarms.fetch_add(1, Ordering::Relaxed);
+                slot.insert(Swarm::new(self.compact))
+            }
+        };
+        let before = swarm.stats();
+        swarm.last_announce = now_secs;
+        let mut none = Vec::new();
+        // numwant 0: nothing is handed out, so the generator is never asked.
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
+        for peer in &stored.peers {
+            let request = AnnounceRequest {
+                info_hash: stored.info_hash,
+                peer_id: peer.id,
+                addr: peer.addr,
+                event: if peer.completed {
+                    Event::Completed
+                } else {
+                    Event::None
+                },
+                left: u64::from(!peer.seeder),
+                numwant: 0,
+                peer_ids: false,
+            };
+            let lifetime = peer.remaining_secs.min(self.peer_lifetime_secs);
+            let admission = Admission {
+                limits,
+                peers_now: self.peers.load(Ordering::Relaxed) + swarm.len(),
+            };
+            let hit = swarm.announce(
+                &request,
+                settings.topology.locate(peer.addr.ip()),
+                now_secs.saturating_add(lifetime),
+                &settings,
+                &admission,
+                &mut rng,
+                &mut none,
+            );
+            if let Some(limit) = hit {
+                shard.limit_hits.hit(limit);
+            }
+        }
+        swarm.downloaded = swarm.downloaded.max(stored.downloaded);
+        let after = swarm.stats();
+        shard.count(&self.peers, before, after);
+        after.peers() - before.peers().min(after.peers())
     }
 
     fn secs(&self, now: Instant) -> u32 {

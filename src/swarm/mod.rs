@@ -26,7 +26,7 @@ pub use locality::{HandoutPolicy, Locality, SiteSpec, Tier, TierCounts, Topology
 pub use sample::{Walk, sample_indices};
 pub use types::{
     AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, InfoHashParseError, PeerId,
-    ScrapeRequest, ScrapeResponse, SwarmStats,
+    ScrapeRequest, ScrapeResponse, StoredPeer, StoredSwarm, SwarmStats,
 };
 
 #[cfg(test)]

@@ -151,6 +151,32 @@ pub struct ScrapeResponse {
     pub files: Vec<(InfoHash, SwarmStats)>,
 }
 
+/// One listed peer as a snapshot keeps it: enough to list it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPeer {
+    /// Its id.
+    pub id: PeerId,
+    /// Where it is reached.
+    pub addr: SocketAddr,
+    /// Whether it seeds.
+    pub seeder: bool,
+    /// Whether its completed download was already counted in `downloaded`.
+    pub completed: bool,
+    /// Seconds of its lifetime left when it was stored.
+    pub remaining_secs: u32,
+}
+
+/// One swarm as a snapshot keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSwarm {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Its completed-downloads counter.
+    pub downloaded: u32,
+    /// Its listed peers (IPv4 and IPv6 alike).
+    pub peers: Vec<StoredPeer>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

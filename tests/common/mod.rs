@@ -16,6 +16,8 @@ pub fn loopback_config() -> Config {
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.udp.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin.listen = "127.0.0.1:0".parse().expect("addr");
+    // Tests share a working directory: no snapshot unless a test asks.
+    config.store.snapshot_path = String::new();
     config
 }
 

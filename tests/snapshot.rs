@@ -1,0 +1,248 @@
+//! Swarms across restarts, with the real binary: a SIGTERM and a restart
+//! keep the peers and their counts; a `kill -9` loses at most what came after
+//! the last snapshot; an unusable snapshot is moved aside and the tracker
+//! starts and serves. Every wait is on a state (a log line, a metric), never
+//! a window of time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_swarmgate");
+
+/// The tracker binary in open mode with its snapshot at `snapshot`.
+struct Tracker {
+    child: Child,
+    http: SocketAddr,
+    admin: SocketAddr,
+    /// What it logged before it served (the snapshot load among it).
+    early: Vec<String>,
+    /// Kept so its stderr stays drained (a closed pipe would fail its writes).
+    _lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Tracker {
+    fn start(dir: &Path, snapshot: &Path, interval: &str) -> Self {
+        let config = dir.join("swarmgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\n[udp]\nenabled = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                 [auth]\nmode = \"open\"\n[store]\nsnapshot_path = \"{}\"\nsnapshot_interval = \"{interval}\"\n",
+                snapshot.display()
+            ),
+        )
+        .expect("config");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        let lines = stderr_lines(&mut child);
+        let early = std::cell::RefCell::new(Vec::new());
+        let (http, admin) = wait_for(&lines, "naming the listeners", |line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            let fields = &value["fields"];
+            let listeners = (|| {
+                Some((
+                    fields["http"].as_str()?.parse().ok()?,
+                    fields["admin"].as_str()?.parse().ok()?,
+                ))
+            })();
+            if listeners.is_none() {
+                early.borrow_mut().push(line.to_owned());
+            }
+            listeners
+        });
+        Self {
+            child,
+            http,
+            admin,
+            early: early.into_inner(),
+            _lines: lines,
+        }
+    }
+
+    /// The first line logged before serving whose message contains `text`, parsed.
+    fn logged(&self, text: &str) -> serde_json::Value {
+        self.early
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|value| {
+                value["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(text))
+            })
+            .unwrap_or_else(|| panic!("no log line with {text:?} in {:?}", self.early))
+    }
+
+    /// Announces peer `peer` of torrent `torrent`; returns (complete, incomplete, peers).
+    async fn announce(&self, torrent: u8, peer: u8, left: u64) -> (i64, i64, Vec<SocketAddr>) {
+        let query = announce_query(torrent, peer, 7000 + u16::from(peer), left, "&compact=1");
+        let (status, body) = get(self.http, &format!("/announce?{query}")).await;
+        assert_eq!(status, 200);
+        let reply = dict(&body);
+        (
+            int(&reply, "complete"),
+            int(&reply, "incomplete"),
+            compact_peers(&reply),
+        )
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().expect("exits")
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("state").join("swarmgate-snapshot.bin")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_sigterm_answers_with_the_old_peers_and_counts() {
+    let dir = temp_dir("snapshot-restart");
+    std::fs::create_dir_all(dir.join("state")).expect("dir");
+    let snapshot = snapshot_path(&dir);
+    let tracker = Tracker::start(&dir, &snapshot, "1h");
+    tracker.logged("no snapshot yet");
+    tracker.announce(1, 1, 0).await;
+    tracker.announce(1, 2, 0).await;
+    tracker.announce(1, 3, 500).await;
+    tracker.announce(2, 4, 500).await;
+    let status = tracker.stop();
+    assert!(status.success(), "{status}");
+    assert!(snapshot.exists(), "written at SIGTERM");
+
+    let tracker = Tracker::start(&dir, &snapshot, "1h");
+    let restored = tracker.logged("restored");
+    let fields = &restored["fields"];
+    assert_eq!(
+        (fields["swarms"].as_u64(), fields["peers"].as_u64()),
+        (Some(2), Some(4))
+    );
+    // A new leecher's first announce: the three old peers, the right counts.
+    let (complete, incomplete, peers) = tracker.announce(1, 9, 500).await;
+    assert_eq!((complete, incomplete), (2, 2));
+    let mut ports: Vec<u16> = peers.iter().map(|p| p.port()).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [7001, 7002, 7003]);
+    let (complete, incomplete, peers) = tracker.announce(2, 10, 500).await;
+    assert_eq!((complete, incomplete, peers.len()), (0, 2, 1));
+    assert!(tracker.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_at_most_what_came_after_the_last_snapshot() {
+    let dir = temp_dir("snapshot-kill");
+    std::fs::create_dir_all(dir.join("state")).expect("dir");
+    let snapshot = snapshot_path(&dir);
+    let tracker = Tracker::start(&dir, &snapshot, "200ms");
+    for peer in 1..=5 {
+        tracker.announce(3, peer, u64::from(peer % 2)).await;
+    }
+    // Wait for a snapshot that holds all five: the state, not a time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = scrape_metrics(tracker.admin).await;
+        if metrics.get("swarmgate_snapshot_peers").copied() == Some(5.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot with five peers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracker.signal(libc::SIGKILL);
+    drop(tracker);
+
+    let tracker = Tracker::start(&dir, &snapshot, "200ms");
+    let (complete, incomplete, peers) = tracker.announce(3, 20, 500).await;
+    // Peers 2 and 4 seed; 1, 3 and 5 leech, as does the newcomer.
+    assert_eq!((complete, incomplete, peers.len()), (2, 4, 5));
+    drop(tracker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_snapshot_is_moved_aside_and_the_tracker_serves() {
+    let dir = temp_dir("snapshot-corrupt");
+    std::fs::create_dir_all(dir.join("state")).expect("dir");
+    let snapshot = snapshot_path(&dir);
+    for (case, bytes) in [
+        ("truncated", b"SGSNAP\r\n\x01\x00".to_vec()),
+        (
+            "foreign",
+            b"<html>not a snapshot, somebody's web page</html>".repeat(3),
+        ),
+        ("newer", {
+            let mut newer = b"SGSNAP\r\n".to_vec();
+            newer.extend_from_slice(&9u32.to_le_bytes());
+            newer.extend_from_slice(&[0; 100]);
+            newer
+        }),
+        ("corrupt", {
+            let mut corrupt = b"SGSNAP\r\n".to_vec();
+            corrupt.extend_from_slice(&1u32.to_le_bytes());
+            corrupt.extend_from_slice(&[0x5a; 100]);
+            corrupt
+        }),
+    ] {
+        std::fs::write(&snapshot, &bytes).expect("write");
+        let tracker = Tracker::start(&dir, &snapshot, "1h");
+        let logged = tracker.logged("cannot be used");
+        let text = |value: &serde_json::Value| value.as_str().unwrap_or("").to_owned();
+        let (level, file, moved_to) = (
+            text(&logged["level"]),
+            text(&logged["fields"]["file"]),
+            text(&logged["fields"]["moved_to"]),
+        );
+        assert_eq!(level, "ERROR", "{case}");
+        assert_eq!(file, snapshot.display().to_string(), "{case}");
+        assert_eq!(
+            std::fs::read(&moved_to).expect("kept aside"),
+            bytes,
+            "{case}"
+        );
+        std::fs::remove_file(&moved_to).expect("clean");
+        // It serves, and the next snapshot is a good one.
+        let (complete, _, _) = tracker.announce(4, 1, 0).await;
+        assert_eq!(complete, 1, "{case}");
+        let metrics = scrape_metrics(tracker.admin).await;
+        assert_eq!(
+            sample(
+                &metrics,
+                "swarmgate_snapshot_loads_total{result=\"set_aside\"}"
+            ),
+            1.0
+        );
+        assert!(tracker.stop().success(), "{case}");
+        let written = std::fs::read(&snapshot).expect("written at SIGTERM");
+        assert!(
+            swarmgate::store::snapshot::decode(&written).is_ok(),
+            "{case}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
