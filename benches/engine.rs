@@ -13,10 +13,8 @@ use std::time::Instant;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use swarmgate::swarm::{
-    AnnounceRequest, Engine, EngineConfig, Event, HandoutPolicy, InfoHash, LocalitySettings,
-    PeerId, SiteSpec, Topology,
-};
+use swarmgate::bittorrent::{AnnounceRequest, Event, InfoHash, PeerId};
+use swarmgate::swarm::{Engine, EngineConfig, HandoutPolicy, LocalitySettings, SiteSpec, Topology};
 
 fn request(n: u32, addr: SocketAddr, left: u64) -> AnnounceRequest {
     let mut id = [b'-'; 20];

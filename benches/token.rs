@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::Algorithm;
+use swarmgate::bittorrent::InfoHash;
 use swarmgate::gateway::keys::{KeySet, VerifyingKey};
 use swarmgate::gateway::layer::unix_now;
 use swarmgate::gateway::mint::{self, KeyAlg, TokenSpec};
 use swarmgate::gateway::token::{self, TokenPolicy};
 use swarmgate::gateway::{Gateway, KeySources};
-use swarmgate::swarm::InfoHash;
 
 fn policy() -> TokenPolicy {
     TokenPolicy {

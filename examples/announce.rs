@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 
 use serde_bencode::value::Value;
-use swarmgate::swarm::InfoHash;
+use swarmgate::bittorrent::InfoHash;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

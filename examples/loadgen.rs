@@ -326,7 +326,7 @@ fn mint(load: &Load, udp: bool) -> Result<Minted, String> {
             kid: kid.clone(),
             issuer: issuer.clone(),
             audience: None,
-            info_hash: swarmgate::swarm::InfoHash(info_hash(torrent)),
+            info_hash: swarmgate::bittorrent::InfoHash(info_hash(torrent)),
             // Warm tokens carry no `exp`, as Quay's; cold ones need one to be
             // distinct (a different issue time gives a different `exp`).
             ttl: age.map(|_| Duration::from_secs(86_400)),

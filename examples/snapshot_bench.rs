@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use swarmgate::swarm::{AnnounceRequest, Engine, EngineConfig, Event, InfoHash, PeerId};
+use swarmgate::bittorrent::{AnnounceRequest, Event, InfoHash, PeerId};
+use swarmgate::swarm::{Engine, EngineConfig};
 
 // The binary's allocator and settings (src/main.rs).
 #[global_allocator]

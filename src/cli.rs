@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use crate::bittorrent::InfoHash;
 use crate::config::{AuthMode, Config, DEFAULT_CONFIG_TOML, LogFormat};
 use crate::gateway::layer::unix_now;
 use crate::gateway::mint::{self, KeyAlg, TokenSpec, UDP_TOKEN_LIMIT};
 use crate::server::{self, Server};
 use crate::simulate;
-use crate::swarm::InfoHash;
 use crate::torrent;
 
 /// swarmgate: a BitTorrent tracker for a container registry's layer torrents.
@@ -38,7 +38,7 @@ pub enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
-    /// Run the registry bridge beside an OCI registry ([bridge] in the same
+    /// Run the registry bridge beside an OCI registry (`[bridge]` in the same
     /// configuration file; SWARMGATE_BRIDGE__KEY variables override it):
     /// signed layer torrents, a web seed, the JWKS. SIGHUP rotates the signing key.
     Bridge {

@@ -6,6 +6,9 @@
 //! Data flows one way: bytes → [`protocol`] → request → tracker service
 //! (behind the [`gateway`] in `jwt` mode) → [`swarm`] → response → [`protocol`] → bytes.
 //!
+//! - [`bittorrent`]: the shared vocabulary (infohashes, peer ids, announce and
+//!   scrape requests and replies, tiers) that frontends, gateway, engine and
+//!   store all speak, owned by none of them.
 //! - [`protocol`]: pure wire formats (query strings, bencoded replies, BEP 15/41 packets).
 //! - [`frontend`]: sockets. The HTTP router and listener (connection cap,
 //!   header and idle timeouts), UDP workers (batched on Linux), connection
@@ -34,6 +37,7 @@
 //!   token-gated web seed, the JWKS, key rotation.
 
 pub mod admin;
+pub mod bittorrent;
 pub mod bridge;
 pub mod cli;
 pub mod config;

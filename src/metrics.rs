@@ -15,7 +15,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::swarm::{Engine, Limit, PurgeStats, Tier};
+use crate::bittorrent::Tier;
+use crate::swarm::{Engine, Limit, PurgeStats};
 
 /// Request latency buckets (seconds): 25 µs to 1 s, since a tracker answers
 /// in microseconds unless something is wrong (a JWKS refetch, a stall).

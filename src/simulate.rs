@@ -19,10 +19,8 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
-use crate::swarm::{
-    AnnounceRequest, Engine, EngineConfig, Event, HandoutPolicy, InfoHash, LocalitySettings,
-    PeerId, SiteSpec, Topology,
-};
+use crate::bittorrent::{AnnounceRequest, Event, InfoHash, PeerId};
+use crate::swarm::{Engine, EngineConfig, HandoutPolicy, LocalitySettings, SiteSpec, Topology};
 
 /// The model's knobs; the defaults are the deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]

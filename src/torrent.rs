@@ -13,7 +13,7 @@ use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 use serde_bencode::value::Value;
 
-use crate::swarm::InfoHash;
+use crate::bittorrent::InfoHash;
 
 /// The piece length used when none is given: Quay's.
 pub const DEFAULT_PIECE_LENGTH: u64 = 512 * 1024;

@@ -17,7 +17,8 @@ use rand::rngs::SmallRng;
 use tower::Service;
 use tower::util::BoxCloneSyncService;
 
-use crate::swarm::{AnnounceRequest, AnnounceResponse, Engine, ScrapeRequest, ScrapeResponse};
+use crate::bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
+use crate::swarm::Engine;
 
 /// A request as every frontend hands it on, whatever its wire format.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use swarmgate::bittorrent::{InfoHash, ScrapeRequest};
 use swarmgate::server::Server;
-use swarmgate::swarm::{InfoHash, ScrapeRequest};
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/transfer.py");
 

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use swarmgate::swarm::{InfoHash, ScrapeRequest};
+use swarmgate::bittorrent::{InfoHash, ScrapeRequest};
 use tokio::net::UdpSocket;
 
 const TORRENT: [u8; 20] = [5; 20];

@@ -467,7 +467,7 @@ async fn a_token_whose_key_must_first_be_fetched_is_answered_after_the_refetch()
         kid: "late".into(),
         issuer: "dev-registry".into(),
         audience: None,
-        info_hash: swarmgate::swarm::InfoHash([6; 20]),
+        info_hash: swarmgate::bittorrent::InfoHash([6; 20]),
         ttl: None,
     };
     let token = mint::mint(&key, alg, &spec, swarmgate::gateway::layer::unix_now()).expect("mint");

@@ -19,8 +19,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use crate::bittorrent::InfoHash;
 use crate::gateway::mint::{self, KeyAlg, TokenSpec};
-use crate::swarm::InfoHash;
 
 /// The schedule's file name inside `keys_dir`.
 pub const SCHEDULE_FILE: &str = "rotation.json";

@@ -18,11 +18,11 @@ use ipnet::IpNet;
 use tower::ServiceExt;
 
 use super::{AnnounceLimits, client_ip};
+use crate::bittorrent::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
 use crate::config::Config;
 use crate::metrics::{self, Outcome, RequestMetrics};
 use crate::protocol::query::{self, AnnounceEvent, AnnounceQuery};
 use crate::protocol::reply::{self, AnnounceReply, PeerFormat, ScrapeCounts};
-use crate::swarm::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
 use crate::tracker::{BoxedTracker, RequestKind, TrackerRequest, TrackerResponse};
 
 /// The parts of the configuration the HTTP frontend reads per request.

@@ -20,11 +20,11 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::AnnounceLimits;
+use crate::bittorrent::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
 use crate::config::Config;
 use crate::metrics::{self, Outcome, RequestMetrics};
 use crate::protocol::query;
 use crate::protocol::udp::{self, UdpAnnounceReply, UdpEvent, UdpRequest, UdpScrapeCounts};
-use crate::swarm::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
 use crate::tracker::{BoxedTracker, Rejection, RequestKind, TrackerRequest, TrackerResponse};
 
 /// The largest reply payload per family: a 1500-byte MTU less IP and UDP headers.

@@ -167,7 +167,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::InfoHash;
+    use crate::bittorrent::InfoHash;
     use std::sync::Arc;
 
     fn approval(kid: &str) -> Approval {

@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use crate::swarm::InfoHash;
+use crate::bittorrent::InfoHash;
 
 /// The signature algorithms keys can be generated for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

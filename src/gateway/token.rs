@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::{AuthError, printable};
 use super::keys::VerifyingKey;
-use crate::swarm::InfoHash;
+use crate::bittorrent::InfoHash;
 
 /// What a token must satisfy, from `[auth]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

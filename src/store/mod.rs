@@ -162,7 +162,8 @@ pub fn path(configured: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::{AnnounceRequest, EngineConfig, Event, InfoHash, PeerId};
+    use crate::bittorrent::{AnnounceRequest, Event, InfoHash, PeerId};
+    use crate::swarm::EngineConfig;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 
@@ -281,7 +282,7 @@ mod tests {
                 new.restore(swarm, new.epoch());
             }
             proptest::prop_assert_eq!(new.census(), old.census());
-            let everything = crate::swarm::ScrapeRequest {
+            let everything = crate::bittorrent::ScrapeRequest {
                 info_hashes: (0u8..4).map(|t| InfoHash([t; 20])).collect(),
             };
             proptest::prop_assert_eq!(new.scrape(&everything), old.scrape(&everything));

@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use aws_lc_rs::digest;
 
-use crate::swarm::{InfoHash, PeerId, StoredPeer, StoredSwarm};
+use crate::bittorrent::{InfoHash, PeerId, StoredPeer, StoredSwarm};
 
 /// The first bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"SGSNAP\r\n";

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::locality::{Locality, Topology};
 use super::peers::{Candidates, LEECHERS, PeerSet, SEEDERS, Slot, saturating_u32};
-use super::types::PeerId;
+use crate::bittorrent::PeerId;
 
 /// Most peers a compact swarm holds; one more moves it to full sets.
 pub(super) const COMPACT_MAX: usize = 16;

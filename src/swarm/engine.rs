@@ -16,7 +16,7 @@ use super::compact::{COMPACT_MAX, CompactSet, Upsert};
 use super::limits::{Limit, LimitHits, LiveLimits, StorageLimits};
 use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
 use super::peers::{Announcer, Candidates, PeerSet, Slot, hand_out, saturating_u32};
-use super::types::{
+use crate::bittorrent::{
     AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, PeerId, ScrapeRequest,
     ScrapeResponse, StoredPeer, StoredSwarm, SwarmStats,
 };
@@ -809,7 +809,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::PeerId;
+    use crate::bittorrent::PeerId;
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::bittorrent::Tier;
+
 /// A peer's place in the network, as small ids that compare in one instruction.
 ///
 /// `zone` and `region` are 0 when no site covers the address: unknown never
@@ -19,34 +21,6 @@ pub struct Locality {
     pub zone: u16,
     /// The site's region, numbered from 1; 0 = unknown.
     pub region: u16,
-}
-
-/// How near a handed-out peer is to the announcer, nearest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Tier {
-    /// Same subnet (rack).
-    Subnet = 0,
-    /// Same zone, another subnet.
-    Zone = 1,
-    /// Same region, another zone.
-    Region = 2,
-    /// Anywhere else, or no site known.
-    Other = 3,
-}
-
-impl Tier {
-    /// All tiers, nearest first.
-    pub const ALL: [Tier; 4] = [Tier::Subnet, Tier::Zone, Tier::Region, Tier::Other];
-
-    /// The metric label: `subnet`, `zone`, `region` or `other`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Tier::Subnet => "subnet",
-            Tier::Zone => "zone",
-            Tier::Region => "region",
-            Tier::Other => "other",
-        }
-    }
 }
 
 impl Locality {

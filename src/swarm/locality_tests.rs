@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::*;
+use crate::bittorrent::*;
 
 const TORRENT: InfoHash = InfoHash([3; 20]);
 

@@ -4,7 +4,7 @@
 //! Pure on purpose: no sockets, no runtime, no clock. Callers pass the time
 //! (`now`) and a random number generator, so every behaviour here is
 //! deterministic under test. Frontends translate their wire formats into
-//! [`AnnounceRequest`] / [`ScrapeRequest`] and back.
+//! the requests of [`crate::bittorrent`] and back; the engine answers them.
 //!
 //! Inside: `engine` (shards of swarms; announce, scrape, expiry), `compact`
 //! (the 32-bytes-a-peer layout of small IPv4 swarms), `peers` (the full
@@ -18,16 +18,11 @@ pub mod limits;
 mod locality;
 mod peers;
 mod sample;
-mod types;
 
 pub use engine::{Census, Engine, EngineConfig, LocalitySettings, PurgeStats};
 pub use limits::{Limit, LimitHits, StorageLimits};
-pub use locality::{HandoutPolicy, Locality, SiteSpec, Tier, TierCounts, Topology, TopologyError};
+pub use locality::{HandoutPolicy, Locality, SiteSpec, TierCounts, Topology, TopologyError};
 pub use sample::{Walk, sample_indices};
-pub use types::{
-    AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, InfoHashParseError, PeerId,
-    ScrapeRequest, ScrapeResponse, StoredPeer, StoredSwarm, SwarmStats,
-};
 
 #[cfg(test)]
 mod locality_tests;

@@ -20,9 +20,10 @@ use foldhash::fast::{FixedState, RandomState};
 use hashbrown::HashTable;
 use rand::Rng;
 
-use super::locality::{HandoutPolicy, Locality, Tier};
+use super::locality::{HandoutPolicy, Locality};
 use super::sample::Walk;
-use super::types::{HandoutPeer, PeerId};
+use crate::bittorrent::Tier;
+use crate::bittorrent::{HandoutPeer, PeerId};
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
 

@@ -38,7 +38,7 @@ pub fn mint_dev(kid: &str, info_hash: [u8; 20], ttl: Option<std::time::Duration>
         kid: kid.into(),
         issuer: "dev-registry".into(),
         audience: None,
-        info_hash: swarmgate::swarm::InfoHash(info_hash),
+        info_hash: swarmgate::bittorrent::InfoHash(info_hash),
         ttl,
     };
     mint::mint(&key, alg, &spec, swarmgate::gateway::layer::unix_now()).expect("mint")

@@ -1,9 +1,38 @@
-//! The vocabulary of the engine: identifiers, requests and responses.
+//! The tracker's vocabulary: identifiers, requests and responses in the terms
+//! of BitTorrent, with no wire format and no storage in them. Frontends build
+//! these from bytes, the gateway checks them, the engine answers them, the
+//! store keeps them; so they live here, apart from all four.
 
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::locality::Tier;
+/// How near a handed-out peer is to the announcer, nearest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// Same subnet (rack).
+    Subnet = 0,
+    /// Same zone, another subnet.
+    Zone = 1,
+    /// Same region, another zone.
+    Region = 2,
+    /// Anywhere else, or no site known.
+    Other = 3,
+}
+
+impl Tier {
+    /// All tiers, nearest first.
+    pub const ALL: [Tier; 4] = [Tier::Subnet, Tier::Zone, Tier::Region, Tier::Other];
+
+    /// The metric label: `subnet`, `zone`, `region` or `other`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::Subnet => "subnet",
+            Tier::Zone => "zone",
+            Tier::Region => "region",
+            Tier::Other => "other",
+        }
+    }
+}
 
 /// A torrent's v1 infohash: the SHA-1 of its bencoded `info` dictionary.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
