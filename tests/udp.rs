@@ -513,3 +513,34 @@ async fn a_start_that_fails_half_way_leaves_no_udp_worker_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn instances_sharing_a_secret_accept_each_others_connection_ids() {
+    // Several instances behind one address (DNS, a load balancer, a list of
+    // announce URLs): a client may connect to one and announce to another.
+    let shared = |secret: &str| {
+        let mut config = loopback_config();
+        config.udp.secret = secret.into();
+        config
+    };
+    let first = start(shared("fleet-secret")).await;
+    let second = start(shared("fleet-secret")).await;
+    let stranger = start(shared("another-secret")).await;
+    let at_first = Client::new(first.udp_addr.expect("udp")).await;
+    let id = at_first.connect().await;
+    // The same socket, now talking to the second instance with the first's id.
+    let at_second = Client {
+        tracker: second.udp_addr.expect("udp"),
+        ..at_first
+    };
+    assert!(matches!(
+        at_second.announce(id, 9, 1, 0, &[]).await,
+        Reply::Announce { .. }
+    ));
+    let at_stranger = Client {
+        tracker: stranger.udp_addr.expect("udp"),
+        ..at_second
+    };
+    let refused = error_of(at_stranger.announce(id, 9, 1, 0, &[]).await);
+    assert!(refused.contains("connection id"), "{refused}");
+}
