@@ -117,8 +117,7 @@ async fn torrent_reply(
             return (error(StatusCode::PAYLOAD_TOO_LARGE, too_large), "too_large");
         }
         Ok(_) => {}
-        Err(UpstreamError::Refused { status, challenge }) => {
-            let refused = UpstreamError::Refused { status, challenge };
+        Err(refused @ UpstreamError::Refused { .. }) => {
             return (upstream_reply(state, &refused), "refused");
         }
         Err(failure) => return (upstream_reply(state, &failure), "upstream_error"),
