@@ -167,7 +167,14 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 
-    fn announce(engine: &Engine, torrent: u8, peer: u8, v6: bool, left: u64, now: Instant) {
+    /// Peer `peer` of torrent `torrent` announces `event` with `left` bytes to go.
+    fn announce_event(
+        engine: &Engine,
+        (torrent, peer, v6): (u8, u8, bool),
+        left: u64,
+        event: Event,
+        now: Instant,
+    ) {
         let addr = if v6 {
             format!("[fd77::{peer}]:6881")
         } else {
@@ -177,12 +184,16 @@ mod tests {
             info_hash: InfoHash([torrent; 20]),
             peer_id: PeerId([peer; 20]),
             addr: addr.parse().expect("addr"),
-            event: Event::Started,
+            event,
             left,
             numwant: 50,
             peer_ids: false,
         };
         engine.announce(&request, now, &mut SmallRng::seed_from_u64(1));
+    }
+
+    fn announce(engine: &Engine, torrent: u8, peer: u8, v6: bool, left: u64, now: Instant) {
+        announce_event(engine, (torrent, peer, v6), left, Event::Started, now);
     }
 
     fn engine() -> Engine {
@@ -252,21 +263,8 @@ mod tests {
             let old = engine();
             let now = old.epoch() + Duration::from_secs(10);
             for (torrent, peer, v6, left, complete) in announces {
-                let addr = if v6 {
-                    format!("[fd77::{peer}]:6881")
-                } else {
-                    format!("10.0.{torrent}.{peer}:6881")
-                };
-                let request = AnnounceRequest {
-                    info_hash: InfoHash([torrent; 20]),
-                    peer_id: PeerId([peer; 20]),
-                    addr: addr.parse().expect("addr"),
-                    event: if complete { Event::Completed } else { Event::None },
-                    left,
-                    numwant: 10,
-                    peer_ids: false,
-                };
-                old.announce(&request, now, &mut SmallRng::seed_from_u64(3));
+                let event = if complete { Event::Completed } else { Event::None };
+                announce_event(&old, (torrent, peer, v6), left, event, now);
             }
             let mut encoder = snapshot::Encoder::new(0, 0);
             let mut batch = Vec::new();
