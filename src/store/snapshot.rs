@@ -199,7 +199,11 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
     if digest::digest(&digest::SHA256, body).as_ref() != trailer {
         return Err(SnapshotError::Checksum);
     }
-    let _reserved = header.u32()?;
+    if header.u32()? != 0 {
+        return Err(SnapshotError::Inconsistent(
+            "reserved header bytes are not zero",
+        ));
+    }
     let written_at = header.u64()?;
     let swarm_count = header.u64()?;
     let peer_count = header.u64()?;
@@ -229,6 +233,9 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
                 };
                 let port = reader.u16()?;
                 let flags = reader.array::<1>()?[0];
+                if flags & !(SEEDER | COMPLETED) != 0 {
+                    return Err(SnapshotError::Inconsistent("unknown peer flags"));
+                }
                 let remaining_secs = reader.u32()?;
                 let addr = match ip {
                     std::net::IpAddr::V4(ip) => SocketAddr::V4(SocketAddrV4::new(ip, port)),
@@ -342,6 +349,26 @@ mod tests {
                 "cut at {cut}"
             );
         }
+        // Fields this version does not use must be zero, so that what
+        // decodes re-encodes to the same bytes (found by the fuzzer).
+        let reseal = |mut damaged: Vec<u8>| {
+            let body = damaged.len() - TRAILER;
+            let sum = digest::digest(&digest::SHA256, &damaged[..body]);
+            damaged[body..].copy_from_slice(sum.as_ref());
+            damaged
+        };
+        let mut reserved = bytes.clone();
+        reserved[13] = 0x25;
+        assert!(matches!(
+            decode(&reseal(reserved)),
+            Err(SnapshotError::Inconsistent(_))
+        ));
+        let mut flags = bytes.clone();
+        flags[HEADER + SWARM + 26] |= 0x80;
+        assert!(matches!(
+            decode(&reseal(flags)),
+            Err(SnapshotError::Inconsistent(_))
+        ));
         for flip in [HEADER, HEADER + 25, bytes.len() - 1] {
             let mut damaged = bytes.clone();
             damaged[flip] ^= 0x40;
