@@ -18,10 +18,10 @@ use ipnet::IpNet;
 use tower::ServiceExt;
 
 use super::{AnnounceLimits, client_ip};
-use crate::bittorrent::{AnnounceRequest, Event, InfoHash, PeerId, ScrapeRequest};
+use crate::bittorrent::{AnnounceRequest, InfoHash, PeerId, ScrapeRequest};
 use crate::config::Config;
 use crate::metrics::{self, Outcome, RequestMetrics};
-use crate::protocol::query::{self, AnnounceEvent, AnnounceQuery};
+use crate::protocol::query::{self, AnnounceQuery};
 use crate::protocol::reply::{self, AnnounceReply, PeerFormat, ScrapeCounts};
 use crate::tracker::{BoxedTracker, RequestKind, TrackerRequest, TrackerResponse};
 
@@ -204,13 +204,7 @@ fn build_announce(
             info_hash: InfoHash(parsed.info_hash),
             peer_id: PeerId(parsed.peer_id),
             addr: SocketAddr::new(ip.to_canonical(), parsed.port),
-            event: match parsed.event {
-                AnnounceEvent::None => Event::None,
-                AnnounceEvent::Started => Event::Started,
-                AnnounceEvent::Completed => Event::Completed,
-                AnnounceEvent::Stopped => Event::Stopped,
-                AnnounceEvent::Paused => Event::Paused,
-            },
+            event: parsed.event,
             left: parsed.left,
             numwant,
             peer_ids: format

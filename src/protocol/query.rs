@@ -12,6 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use percent_encoding::percent_decode;
 
+use crate::bittorrent::Event;
+
 /// Why a query cannot be served. Every variant can be answered with a
 /// `failure reason`; the message says what the client must fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,22 +40,6 @@ pub enum QueryError {
     },
 }
 
-/// The announce `event` parameter (BEP 3, plus `paused` from BEP 21).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AnnounceEvent {
-    /// Absent, empty, or `empty`: a regular re-announce.
-    #[default]
-    None,
-    /// `started`.
-    Started,
-    /// `completed`.
-    Completed,
-    /// `stopped`.
-    Stopped,
-    /// `paused` (BEP 21 partial seed).
-    Paused,
-}
-
 /// A parsed announce query. Borrowed from the raw query where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnounceQuery<'a> {
@@ -70,7 +56,7 @@ pub struct AnnounceQuery<'a> {
     /// Bytes still needed.
     pub left: u64,
     /// What happened.
-    pub event: AnnounceEvent,
+    pub event: Event,
     /// Peers wanted; `None` when absent or negative (use the default).
     pub numwant: Option<u32>,
     /// Compact peer lists (BEP 23); true unless `compact=0`.
@@ -149,7 +135,7 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceQuery<'_>, QueryError> {
         uploaded: 0,
         downloaded: 0,
         left: 0,
-        event: AnnounceEvent::None,
+        event: Event::None,
         numwant: None,
         compact: true,
         no_peer_id: false,
@@ -271,13 +257,13 @@ fn parse_numwant(value: &[u8]) -> Result<Option<u32>, QueryError> {
     Ok(u32::try_from(number.max(-1)).ok())
 }
 
-fn parse_event(value: &[u8]) -> Result<AnnounceEvent, QueryError> {
+fn parse_event(value: &[u8]) -> Result<Event, QueryError> {
     match decoded(value).as_ref() {
-        b"" | b"empty" => Ok(AnnounceEvent::None),
-        b"started" => Ok(AnnounceEvent::Started),
-        b"completed" => Ok(AnnounceEvent::Completed),
-        b"stopped" => Ok(AnnounceEvent::Stopped),
-        b"paused" => Ok(AnnounceEvent::Paused),
+        b"" | b"empty" => Ok(Event::None),
+        b"started" => Ok(Event::Started),
+        b"completed" => Ok(Event::Completed),
+        b"stopped" => Ok(Event::Stopped),
+        b"paused" => Ok(Event::Paused),
         _ => Err(QueryError::Invalid {
             param: "event",
             expected: "started, completed, stopped, paused or empty",
@@ -387,7 +373,7 @@ mod tests {
         assert_eq!(&parsed.peer_id[..8], b"-lt2080-");
         assert_eq!(parsed.port, 51413);
         assert_eq!((parsed.uploaded, parsed.downloaded, parsed.left), (1, 2, 3));
-        assert_eq!(parsed.event, AnnounceEvent::Completed);
+        assert_eq!(parsed.event, Event::Completed);
         assert_eq!(parsed.numwant, Some(30));
         assert!(!parsed.compact);
         assert!(parsed.no_peer_id);
@@ -410,16 +396,16 @@ mod tests {
     fn defaults_and_lenient_values() {
         let base = announce_query(&[1; 20], &[2; 20], Style::Uppercase);
         let parsed = parse_announce(base.as_bytes()).expect("valid");
-        assert_eq!(parsed.event, AnnounceEvent::None);
+        assert_eq!(parsed.event, Event::None);
         assert_eq!(parsed.numwant, None);
         assert!(parsed.compact, "compact is the default");
         assert!(!parsed.no_peer_id);
         for (extra, event) in [
-            ("&event=", AnnounceEvent::None),
-            ("&event=empty", AnnounceEvent::None),
-            ("&event=started", AnnounceEvent::Started),
-            ("&event=stopped", AnnounceEvent::Stopped),
-            ("&event=paused", AnnounceEvent::Paused),
+            ("&event=", Event::None),
+            ("&event=empty", Event::None),
+            ("&event=started", Event::Started),
+            ("&event=stopped", Event::Stopped),
+            ("&event=paused", Event::Paused),
         ] {
             let query = format!("{base}{extra}");
             let parsed = parse_announce(query.as_bytes()).expect("valid");
