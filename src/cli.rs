@@ -440,7 +440,7 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
             }
         }
         explain_auth(&config, &server);
-        serve_until_stopped(&server, path.as_deref()).await;
+        until_stopped(|| reload(&server, path.as_deref())).await;
         tracing::info!("shutting down");
         server.shutdown().await;
         ExitCode::SUCCESS
@@ -463,28 +463,13 @@ fn bridge(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            if let Ok(mut hangup) = signal(SignalKind::hangup()) {
-                let stop = shutdown_signal();
-                tokio::pin!(stop);
-                loop {
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        _ = hangup.recv() => {
-                            if let Err(error) = bridge.rotate() {
-                                tracing::warn!("SIGHUP: no rotation: {error}");
-                            }
-                        }
-                    }
-                }
-            } else {
-                shutdown_signal().await;
+        until_stopped(|| {
+            if let Err(error) = bridge.rotate() {
+                tracing::warn!("SIGHUP: no rotation: {error}");
             }
-        }
-        #[cfg(not(unix))]
-        shutdown_signal().await;
+            std::future::ready(())
+        })
+        .await;
         tracing::info!("shutting down");
         bridge.shutdown().await;
         ExitCode::SUCCESS
@@ -527,8 +512,9 @@ fn explain_auth(config: &Config, server: &Server) {
     );
 }
 
-/// Waits for SIGINT or SIGTERM, reloading the configuration on every SIGHUP.
-async fn serve_until_stopped(server: &Server, path: Option<&std::path::Path>) {
+/// Waits for SIGINT or SIGTERM, running `on_hangup` on every SIGHUP
+/// (`serve` reloads its configuration, `bridge` rotates its key).
+async fn until_stopped<F: std::future::Future<Output = ()>>(mut on_hangup: impl FnMut() -> F) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -538,7 +524,7 @@ async fn serve_until_stopped(server: &Server, path: Option<&std::path::Path>) {
             loop {
                 tokio::select! {
                     _ = &mut stop => return,
-                    _ = hangup.recv() => reload(server, path).await,
+                    _ = hangup.recv() => on_hangup().await,
                 }
             }
         }

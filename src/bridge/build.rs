@@ -16,6 +16,7 @@ use super::BridgeMetrics;
 use super::cache::DiskCache;
 use super::reference::{BlobRef, Digest};
 use super::upstream::{Credentials, Upstream, UpstreamError};
+use crate::bittorrent::InfoHash;
 use crate::torrent::{Info, PieceHasher};
 
 /// Why no torrent could be made.
@@ -64,7 +65,7 @@ impl BuildError {
     }
 }
 
-type Flight = Arc<OnceCell<Result<Arc<Info>, BuildError>>>;
+type Flight = Arc<OnceCell<Result<(Arc<Info>, InfoHash), BuildError>>>;
 
 /// Where a torrent's `info` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,17 @@ pub enum Source {
     Cache,
     /// Built (or joined a build) just now.
     Built,
+}
+
+/// A torrent's `info`, its infohash (computed once), and where it came from.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The `info` dictionary.
+    pub info: Arc<Info>,
+    /// SHA-1 of its bencoding.
+    pub info_hash: InfoHash,
+    /// Cache or build.
+    pub source: Source,
 }
 
 /// Builds torrents and keeps them in the cache.
@@ -120,11 +132,15 @@ impl Builder {
         &self,
         blob: &BlobRef,
         credentials: Credentials<'_>,
-    ) -> Result<(Arc<Info>, Source), BuildError> {
+    ) -> Result<Built, BuildError> {
         match self.cache.get(&blob.digest, self.piece_length) {
-            Ok(Some(info)) => {
+            Ok(Some((info, info_hash))) => {
                 self.metrics.cache_hit.increment(1);
-                return Ok((Arc::new(info), Source::Cache));
+                return Ok(Built {
+                    info: Arc::new(info),
+                    info_hash,
+                    source: Source::Cache,
+                });
             }
             Ok(None) => {}
             Err(corrupt) => {
@@ -146,27 +162,48 @@ impl Builder {
         {
             flights.remove(&blob.digest);
         }
-        result.map(|info| (info, Source::Built))
+        result.map(|(info, info_hash)| Built {
+            info,
+            info_hash,
+            source: Source::Built,
+        })
+    }
+
+    /// Only the infohash of `blob`'s torrent (what a web seed read checks its
+    /// token against): from the cache's index when this process knows it,
+    /// with no file read, else as [`Builder::info`] finds it.
+    pub async fn info_hash(
+        &self,
+        blob: &BlobRef,
+        credentials: Credentials<'_>,
+    ) -> Result<InfoHash, BuildError> {
+        if let Some(known) = self.cache.info_hash(&blob.digest, self.piece_length) {
+            return Ok(known);
+        }
+        Ok(self.info(blob, credentials).await?.info_hash)
     }
 
     async fn build(
         &self,
         blob: &BlobRef,
         credentials: Credentials<'_>,
-    ) -> Result<Arc<Info>, BuildError> {
+    ) -> Result<(Arc<Info>, InfoHash), BuildError> {
         let started = Instant::now();
-        let result = self.stream_and_hash(blob, credentials).await;
+        let result = self.stream_and_hash(blob, credentials).await.map(|info| {
+            let info_hash = info.info_hash();
+            (Arc::new(info), info_hash)
+        });
         let outcome = match &result {
-            Ok(info) => {
+            Ok((info, info_hash)) => {
                 self.metrics
                     .build_seconds
                     .record(started.elapsed().as_secs_f64());
                 self.metrics.build_bytes.increment(info.length);
-                if let Err(error) = self.cache.put(&blob.digest, info) {
+                if let Err(error) = self.cache.put(&blob.digest, info, *info_hash) {
                     tracing::warn!("torrent built but not cached: {error}");
                 }
                 tracing::info!(
-                    blob = %blob.path(), bytes = info.length, infohash = %info.info_hash(),
+                    blob = %blob.path(), bytes = info.length, infohash = %info_hash,
                     seconds = started.elapsed().as_secs_f64(), "torrent built"
                 );
                 "ok"
@@ -177,7 +214,7 @@ impl Builder {
             }
         };
         self.metrics.build(outcome);
-        result.map(Arc::new)
+        result
     }
 
     async fn stream_and_hash(

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::reference::Digest;
+use crate::bittorrent::InfoHash;
 use crate::files::write_atomically;
 use crate::torrent::Info;
 
@@ -29,6 +30,9 @@ pub struct CacheSize {
 
 struct Entry {
     bytes: u64,
+    /// The `info`'s infohash, once this process has stored or read it, so
+    /// a web seed request learns it without reading the file.
+    info_hash: Option<InfoHash>,
     /// Larger is more recent.
     used: u64,
 }
@@ -87,6 +91,7 @@ impl DiskCache {
                 key,
                 Entry {
                     bytes,
+                    info_hash: None,
                     used: index.clock,
                 },
             );
@@ -105,12 +110,27 @@ impl DiskCache {
             .join(format!("{}.{piece_length}.info", digest.file_name()))
     }
 
-    /// The cached `info` of `digest` at `piece_length`, if present and sound.
-    pub fn get(&self, digest: &Digest, piece_length: u64) -> Result<Option<Info>, CorruptEntry> {
+    /// The infohash of the cached `info` of `digest`, when this process has
+    /// stored or read it: no file is read.
+    pub fn info_hash(&self, digest: &Digest, piece_length: u64) -> Option<InfoHash> {
+        let index = self.index.lock();
+        index
+            .entries
+            .get(&(*digest, piece_length))
+            .and_then(|entry| entry.info_hash)
+    }
+
+    /// The cached `info` of `digest` at `piece_length` with its infohash, if
+    /// present and sound.
+    pub fn get(
+        &self,
+        digest: &Digest,
+        piece_length: u64,
+    ) -> Result<Option<(Info, InfoHash)>, CorruptEntry> {
         let key = (*digest, piece_length);
-        if !self.index.lock().entries.contains_key(&key) {
+        let Some(known) = self.index.lock().entries.get(&key).map(|e| e.info_hash) else {
             return Ok(None);
-        }
+        };
         let path = self.path(digest, piece_length);
         let read = std::fs::read(&path)
             .map_err(|e| e.to_string())
@@ -120,18 +140,21 @@ impl DiskCache {
             .and_then(|info| check(&info, digest, piece_length).map(|()| info));
         match read {
             Ok(info) => {
+                // Hashed once per entry and process, then remembered.
+                let info_hash = known.unwrap_or_else(|| info.info_hash());
                 let mut index = self.index.lock();
                 index.clock += 1;
                 let clock = index.clock;
                 if let Some(entry) = index.entries.get_mut(&key) {
                     entry.used = clock;
+                    entry.info_hash = Some(info_hash);
                 }
                 drop(index);
                 // Best effort: the order across restarts.
                 if let Ok(file) = std::fs::File::options().append(true).open(&path) {
                     let _ = file.set_modified(SystemTime::now());
                 }
-                Ok(Some(info))
+                Ok(Some((info, info_hash)))
             }
             Err(reason) => {
                 self.remove(&key);
@@ -146,7 +169,7 @@ impl DiskCache {
 
     /// Stores `info`, then trims the cache to its bound (never evicting the
     /// entry just stored). An entry larger than the whole bound is not kept.
-    pub fn put(&self, digest: &Digest, info: &Info) -> std::io::Result<()> {
+    pub fn put(&self, digest: &Digest, info: &Info, info_hash: InfoHash) -> std::io::Result<()> {
         let bytes = serde_bencode::to_bytes(info).unwrap_or_default();
         if bytes.len() as u64 > self.max_bytes {
             return Ok(());
@@ -161,6 +184,7 @@ impl DiskCache {
                 key,
                 Entry {
                     bytes: bytes.len() as u64,
+                    info_hash: Some(info_hash),
                     used,
                 },
             ) {
@@ -264,11 +288,14 @@ mod tests {
         let (c, info_c) = info_for(3);
         let one = serde_bencode::to_bytes(&info_a).expect("bencode").len() as u64;
         let cache = DiskCache::open(&dir, 2 * one + one / 2).expect("opens");
-        cache.put(&a, &info_a).expect("put");
-        cache.put(&b, &info_b).expect("put");
+        cache.put(&a, &info_a, info_a.info_hash()).expect("put");
+        cache.put(&b, &info_b, info_b.info_hash()).expect("put");
         // Using a makes b the oldest.
-        assert_eq!(cache.get(&a, 16384).expect("sound"), Some(info_a.clone()));
-        cache.put(&c, &info_c).expect("put");
+        assert_eq!(
+            cache.get(&a, 16384).expect("sound"),
+            Some((info_a.clone(), info_a.info_hash()))
+        );
+        cache.put(&c, &info_c, info_c.info_hash()).expect("put");
         assert_eq!(cache.size().entries, 2);
         assert!(cache.size().bytes <= 2 * one + one / 2);
         assert_eq!(cache.get(&b, 16384).expect("sound"), None);
@@ -276,8 +303,21 @@ mod tests {
         drop(cache);
         let reopened = DiskCache::open(&dir, 10 * one).expect("opens");
         assert_eq!(reopened.size().entries, 2);
-        assert_eq!(reopened.get(&c, 16384).expect("sound"), Some(info_c));
-        assert_eq!(reopened.get(&a, 16384).expect("sound"), Some(info_a));
+        // The infohash is known once the entry has been read in this process.
+        assert_eq!(reopened.info_hash(&c, 16384), None);
+        let hash_c = info_c.info_hash();
+        assert_eq!(
+            reopened.get(&c, 16384).expect("sound"),
+            Some((info_c, hash_c))
+        );
+        assert_eq!(reopened.info_hash(&c, 16384), Some(hash_c));
+        assert_eq!(
+            reopened
+                .get(&a, 16384)
+                .expect("sound")
+                .map(|(info, _)| info),
+            Some(info_a)
+        );
         // A smaller bound at start trims to it.
         drop(reopened);
         assert_eq!(DiskCache::open(&dir, one).expect("opens").size().entries, 1);
@@ -289,14 +329,14 @@ mod tests {
         let dir = temp("corrupt");
         let (a, info_a) = info_for(1);
         let cache = DiskCache::open(&dir, 1 << 20).expect("opens");
-        cache.put(&a, &info_a).expect("put");
+        cache.put(&a, &info_a, info_a.info_hash()).expect("put");
         std::fs::write(cache.path(&a, 16384), b"d4:infoi1ee").expect("corrupt it");
         assert!(cache.get(&a, 16384).is_err());
         assert_eq!(cache.get(&a, 16384).expect("gone"), None);
         assert!(!cache.path(&a, 16384).exists());
         // A well-formed info that is not this blob's is refused too.
         let (_, info_b) = info_for(2);
-        cache.put(&a, &info_b).expect("put");
+        cache.put(&a, &info_b, info_b.info_hash()).expect("put");
         assert!(cache.get(&a, 16384).is_err());
         assert_eq!(cache.size(), CacheSize::default());
         let _ = std::fs::remove_dir_all(&dir);

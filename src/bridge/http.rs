@@ -14,7 +14,7 @@ use futures_util::TryStreamExt;
 use serde::Deserialize;
 
 use super::BridgeState;
-use super::build::{BuildError, Source};
+use super::build::{BuildError, Built, Source};
 use super::reference::BlobRef;
 use super::upstream::{Credentials, UpstreamError};
 use crate::gateway::layer::unix_now;
@@ -122,11 +122,14 @@ async fn torrent_reply(
         }
         Err(failure) => return (upstream_reply(state, &failure), "upstream_error"),
     }
-    let (info, source) = match state.builder.info(&blob, credentials).await {
+    let Built {
+        info,
+        info_hash,
+        source,
+    } = match state.builder.info(&blob, credentials).await {
         Ok(built) => built,
         Err(failure) => return (build_reply(state, &failure), failure.label()),
     };
-    let info_hash = info.info_hash();
     let now = unix_now();
     let token = match state.keys.sign(info_hash, now) {
         Ok(token) => token,
@@ -213,12 +216,12 @@ async fn seed_reply(
         Ok(info_hash) => info_hash,
         Err(refused) => return (error(StatusCode::UNAUTHORIZED, refused), "refused"),
     };
-    let info = match state.builder.info(&blob, Credentials::Bridge).await {
-        Ok((info, _)) => info,
+    let info_hash = match state.builder.info_hash(&blob, Credentials::Bridge).await {
+        Ok(info_hash) => info_hash,
         Err(BuildError::Upstream(refused)) => return bridge_account_reply(state, &refused),
         Err(failure) => return (build_reply(state, &failure), failure.label()),
     };
-    if info.info_hash() != approved {
+    if info_hash != approved {
         return (
             error(
                 StatusCode::FORBIDDEN,

@@ -129,14 +129,20 @@ impl Schedule {
         kids
     }
 
-    /// Schedules `kid`: published at `now`, signing from `now + delay`.
-    pub fn rotate(&mut self, kid: &str, now: u64, delay: Duration) -> Result<(), KeyError> {
-        if let Some(pending) = self.pending(now) {
-            return Err(KeyError::Pending {
+    /// Refuses while a rotation is pending (a key published, not yet signing).
+    pub fn check_not_pending(&self, now: u64) -> Result<(), KeyError> {
+        match self.pending(now) {
+            Some(pending) => Err(KeyError::Pending {
                 kid: pending.kid.clone(),
                 seconds: pending.signing_from - now,
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// Schedules `kid`: published at `now`, signing from `now + delay`.
+    pub fn rotate(&mut self, kid: &str, now: u64, delay: Duration) -> Result<(), KeyError> {
+        self.check_not_pending(now)?;
         self.keys.push(ScheduledKey {
             kid: kid.to_owned(),
             published: now,
@@ -276,12 +282,8 @@ impl KeyStore {
     /// schedule does not name yet (made with `swarmgate keygen`), else one the
     /// bridge generates. It is published now and signs after the delay.
     pub fn rotate(&self, now: u64) -> Result<ScheduledKey, KeyError> {
-        if let Some(pending) = self.ring.read().schedule.pending(now) {
-            return Err(KeyError::Pending {
-                kid: pending.kid.clone(),
-                seconds: pending.signing_from - now,
-            });
-        }
+        // Before a key is generated for nothing.
+        self.ring.read().schedule.check_not_pending(now)?;
         let dir = &self.settings.dir;
         let unscheduled = unscheduled_pems(dir, &self.ring.read().schedule)?;
         let (kid, key) = match unscheduled

@@ -473,7 +473,10 @@ impl Engine {
             let lifetime = peer.remaining_secs.min(self.peer_lifetime_secs);
             let admission = Admission {
                 limits,
-                peers_now: self.peers.load(Ordering::Relaxed) + swarm.len(),
+                // The engine count moves only after the loop: add what
+                // this restore has listed so far.
+                peers_now: self.peers.load(Ordering::Relaxed)
+                    + swarm.stats().peers().saturating_sub(before.peers()),
             };
             let hit = swarm.announce(
                 &request,
