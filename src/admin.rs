@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::cluster::ClusterStatus;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::swarm::Engine;
@@ -24,6 +25,8 @@ pub struct Readiness {
     pub engine: Arc<Engine>,
     /// The server's registry.
     pub metrics: Arc<Metrics>,
+    /// The Redis link, in cluster mode.
+    pub cluster: Option<Arc<ClusterStatus>>,
 }
 
 /// The admin routes. The router exists only once every listener is bound.
@@ -35,11 +38,18 @@ pub fn app(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
+/// A lost Redis link leaves the instance ready: it answers from what it
+/// holds, and a load balancer that took every instance out because Redis
+/// went away would send every agent to the registry. The body says so.
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
     match readiness.gateway.load_full() {
         Some(gateway) if !gateway.keys_loaded() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no signing keys loaded yet (JWKS unreachable so far)\n",
+        ),
+        _ if readiness.cluster.as_ref().is_some_and(|link| !link.is_up()) => (
+            StatusCode::OK,
+            "ready, degraded: the cluster link to Redis is down (answering from this instance's swarms; reconnecting)\n",
         ),
         _ => (StatusCode::OK, "ready\n"),
     }

@@ -206,6 +206,30 @@ pub struct StoredSwarm {
     pub peers: Vec<StoredPeer>,
 }
 
+/// What happened to a listed peer, as the change feed reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Newly listed, or its address, role, completion or (coarse) expiry changed.
+    Listed,
+    /// It announced `stopped`.
+    Stopped,
+    /// It stopped announcing and its lifetime ran out.
+    Expired,
+}
+
+/// One change to the listed peers, for the instances and the store that
+/// mirror this engine (see [`crate::swarm::Engine::drain_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerChange {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// The peer as it is listed now (for a removal: as it was), its
+    /// `remaining_secs` counted from when the feed was drained.
+    pub peer: StoredPeer,
+    /// What happened.
+    pub kind: ChangeKind,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Keeping swarms across restarts.
     pub store: StoreConfig,
+    /// Several instances answering as one, through Redis.
+    pub cluster: ClusterConfig,
     /// `swarmgate bridge`, the registry side beside an OCI registry (`serve` ignores it).
     pub bridge: BridgeConfig,
 }
@@ -53,6 +55,40 @@ impl Default for StoreConfig {
         Self {
             snapshot_path: "swarmgate-snapshot.bin".into(),
             snapshot_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Redis URL(s), comma-separated seeds of one Redis Cluster; empty = a single instance.
+    pub redis: String,
+    /// Prefix of every key and of the channel; instances that share it are one tracker.
+    pub namespace: String,
+    /// How often changes are written to Redis and published.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Peer expiries are rounded up to this, so most re-announces replicate nothing.
+    #[serde(with = "humantime_serde")]
+    pub expiry_step: Duration,
+    /// Changes held between two flushes; past it they are dropped and counted.
+    pub max_pending: usize,
+    /// Connect and command deadline.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis: String::new(),
+            namespace: "swarmgate".into(),
+            flush_interval: Duration::from_millis(50),
+            expiry_step: Duration::from_secs(120),
+            max_pending: 262_144,
+            timeout: Duration::from_secs(2),
         }
     }
 }
@@ -606,6 +642,31 @@ snapshot_path = "swarmgate-snapshot.bin"
 # How often the snapshot is written: a kill -9 loses at most this much.
 snapshot_interval = "30s"
 
+# Several instances behind one address (a load balancer, a DNS name, a list
+# of announce URLs) answering as one tracker. Each keeps every swarm in
+# memory and answers from it; changes meet in Redis (one hash per swarm,
+# hash-tagged by infohash for Redis Cluster) and reach the other instances
+# through a channel. If Redis goes away, instances keep answering from what
+# they hold and resynchronise when it returns. See docs/cluster.md.
+[cluster]
+# Redis URL, e.g. "redis://10.0.0.5:6379"; for a Redis Cluster, one or more
+# seed nodes separated by commas. "" = a single instance (no Redis).
+redis = ""
+# Prefix of every key and of the channel: instances sharing it are one tracker.
+namespace = "swarmgate"
+# How often changes are written to Redis and published: the bulk of the time
+# a peer takes to appear on the other instances.
+flush_interval = "50ms"
+# Peer expiries are rounded up to a multiple of this, so a re-announce
+# replicates only when its expiry crosses a step (announce.interval / step of
+# them). A peer that goes silent stays listed up to this much longer.
+expiry_step = "120s"
+# Changes held between two flushes; past it they are dropped and counted
+# (swarmgate_cluster_changes_total{result="dropped"}).
+max_pending = 262144
+# Deadline for connecting to Redis and for each command.
+timeout = "2s"
+
 # `swarmgate bridge`: the registry side, beside an OCI registry you already
 # run. It serves each blob's torrent (to callers the registry authorises),
 # a web seed, and the JWKS trackers check tokens with. `serve` ignores this
@@ -682,6 +743,12 @@ pub const RESTART_ONLY_KEYS: &[&str] = &[
     "announce.cleanup_interval",
     "store.snapshot_path",
     "store.snapshot_interval",
+    "cluster.redis",
+    "cluster.namespace",
+    "cluster.flush_interval",
+    "cluster.expiry_step",
+    "cluster.max_pending",
+    "cluster.timeout",
 ];
 
 impl Config {
@@ -960,6 +1027,22 @@ impl Config {
         }
         self.validate_auth()?;
         self.validate_bridge()?;
+        let cluster = &self.cluster;
+        if cluster.flush_interval.is_zero() || cluster.timeout.is_zero() {
+            return Err((
+                "cluster.flush_interval",
+                "cluster.flush_interval and cluster.timeout must be more than zero".into(),
+            ));
+        }
+        if cluster.max_pending == 0 {
+            return Err(("cluster.max_pending", "must be at least 1".into()));
+        }
+        if cluster.namespace.is_empty() || cluster.namespace.contains(['{', '}']) {
+            return Err((
+                "cluster.namespace",
+                "must be non-empty and without braces (they are Redis Cluster hash tags)".into(),
+            ));
+        }
         if self.store.snapshot_interval.is_zero() {
             return Err(("store.snapshot_interval", "must be more than zero".into()));
         }

@@ -22,6 +22,10 @@
 //! - [`store`]: swarms across restarts: the engine's peers in a snapshot
 //!   file (written on a timer and at shutdown, off the request path; loaded
 //!   at start, expired peers dropped, damaged files moved aside).
+//! - [`cluster`]: several instances as one tracker through Redis (standalone
+//!   or Redis Cluster): the engine's change feed written to one hash per
+//!   swarm and published in batches, other instances' batches applied, a
+//!   resync on every (re)connect; never on the request path.
 //! - [`files`]: durable writes (temporary file, fsync, rename) and moving
 //!   damaged files aside, for the store and the bridge.
 //! - [`config`]: the TOML configuration with its printed defaults.
@@ -40,6 +44,7 @@ pub mod admin;
 pub mod bittorrent;
 pub mod bridge;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod frontend;

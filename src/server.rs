@@ -19,6 +19,7 @@ use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use crate::admin::{self, Readiness};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::{AuthConfig, AuthMode, Config, LocalityConfig};
 use crate::frontend::http::{self, HttpSettings, HttpState};
 use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings};
@@ -51,6 +52,9 @@ pub enum StartError {
     /// `[locality]` describes no usable topology.
     #[error("locality: {0}")]
     Locality(#[from] TopologyError),
+    /// `[cluster]` names no usable Redis.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::link::LinkError),
 }
 
 /// A running tracker.
@@ -105,10 +109,23 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let metrics = Arc::new(Metrics::new());
+    let clustered = !config.cluster.redis.trim().is_empty();
     let engine = Arc::new(Engine::with_locality(
         EngineConfig {
             peer_lifetime: config.announce.peer_lifetime,
             limits: config.limits.storage(),
+            // A cluster replicates from the change feed, and rounds expiries
+            // so that most re-announces leave nothing to replicate.
+            expiry_step: if clustered {
+                config.cluster.expiry_step
+            } else {
+                Duration::ZERO
+            },
+            change_feed: if clustered {
+                config.cluster.max_pending
+            } else {
+                0
+            },
             ..EngineConfig::default()
         },
         locality_settings(&config.locality)?,
@@ -119,6 +136,25 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    // Joined before any listener binds, so the first answer has the full swarms.
+    let cluster = if clustered {
+        let settings = ClusterSettings {
+            redis: config.cluster.redis.clone(),
+            namespace: config.cluster.namespace.clone(),
+            flush_interval: config.cluster.flush_interval,
+            timeout: config.cluster.timeout,
+            key_ttl: config.announce.peer_lifetime
+                + config.cluster.expiry_step
+                + Duration::from_secs(60),
+        };
+        let mut cluster = Cluster::new(engine.clone(), settings, &metrics)?;
+        let joined = cluster.join().await;
+        let status = cluster.status();
+        tasks.spawn(cluster.run(joined, stopped.clone()));
+        Some(status)
+    } else {
+        None
+    };
     let engine_service = TrackerService::new(engine.clone());
     let live = Live {
         config: tokio::sync::Mutex::new(config.clone()),
@@ -191,6 +227,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         gateway: live.gateway.clone(),
         engine: engine.clone(),
         metrics: metrics.clone(),
+        cluster,
     };
     tasks.spawn(async move {
         let served = axum::serve(admin_listener, admin::app(readiness))

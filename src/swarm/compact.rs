@@ -89,6 +89,17 @@ impl CompactSet {
         position_of(&self.entries, id)
     }
 
+    /// The listed peer with this id: address, seeder, completed, expiry.
+    pub(super) fn get(&self, id: &PeerId) -> Option<(SocketAddrV4, bool, bool, u32)> {
+        let entry = self.entries.get(self.position(id)?)?;
+        Some((
+            entry.addr(),
+            entry.seeder(),
+            entry.completed(),
+            entry.expires_at(),
+        ))
+    }
+
     /// Whether the peer with this id is listed.
     pub(super) fn contains(&self, id: &PeerId) -> bool {
         self.position(id).is_some()

@@ -17,8 +17,8 @@ use super::limits::{Limit, LimitHits, LiveLimits, StorageLimits};
 use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
 use super::peers::{Announcer, Candidates, PeerSet, Slot, hand_out, saturating_u32};
 use crate::bittorrent::{
-    AnnounceRequest, AnnounceResponse, Event, HandoutPeer, InfoHash, PeerId, ScrapeRequest,
-    ScrapeResponse, StoredPeer, StoredSwarm, SwarmStats,
+    AnnounceRequest, AnnounceResponse, ChangeKind, Event, HandoutPeer, InfoHash, PeerChange,
+    PeerId, ScrapeRequest, ScrapeResponse, StoredPeer, StoredSwarm, SwarmStats,
 };
 
 /// Settings the engine needs; the rest of the configuration stays outside.
@@ -30,6 +30,14 @@ pub struct EngineConfig {
     pub shards: usize,
     /// What may be stored at most (changed later with [`Engine::set_limits`]).
     pub limits: StorageLimits,
+    /// Expiries are rounded up to a multiple of this (zero: exact), so that a
+    /// re-announce moves a peer's expiry only once per step and the change
+    /// feed can skip the others. A silent peer stays listed up to one step
+    /// longer than `peer_lifetime`.
+    pub expiry_step: Duration,
+    /// How many changes the feed holds between two drains, over all shards
+    /// (zero: no feed). Past it changes are dropped and counted.
+    pub change_feed: usize,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +46,8 @@ impl Default for EngineConfig {
             peer_lifetime: Duration::from_secs(150),
             shards: 128,
             limits: StorageLimits::UNLIMITED,
+            expiry_step: Duration::ZERO,
+            change_feed: 0,
         }
     }
 }
@@ -85,6 +95,10 @@ pub struct Engine {
     /// Whether small swarms use the compact layout (always, except in the
     /// test that checks both layouts answer alike).
     compact: bool,
+    /// See [`EngineConfig::expiry_step`], in seconds.
+    expiry_step_secs: u32,
+    /// Changes each shard's feed holds; zero when there is no feed.
+    feed_per_shard: usize,
 }
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
@@ -101,9 +115,44 @@ struct Shard {
     /// scrape reads totals without walking the swarms.
     seeders: usize,
     leechers: usize,
+    /// The change feed's part in this shard, appended under the lock the
+    /// announce already holds, so the feed costs no synchronisation of its own.
+    changes: Vec<Recorded>,
+    /// Changes not recorded because `changes` was full.
+    changes_dropped: u64,
+}
+
+/// A change as the shard records it (expiry in engine seconds).
+#[derive(Debug, Clone, Copy)]
+struct Recorded {
+    info_hash: InfoHash,
+    id: PeerId,
+    listed: Listed,
+    kind: ChangeKind,
+}
+
+/// One listed peer's state, as the change feed compares it before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Listed {
+    addr: SocketAddr,
+    seeder: bool,
+    completed: bool,
+    expires_at: u32,
 }
 
 impl Shard {
+    /// Appends to the feed when there is one and it has room.
+    fn record(&mut self, capacity: usize, change: Recorded) {
+        if capacity == 0 {
+            return;
+        }
+        if self.changes.len() < capacity {
+            self.changes.push(change);
+        } else {
+            self.changes_dropped += 1;
+        }
+    }
+
     /// Moves the shard's totals, and the engine's peer count, by a swarm's
     /// change from `before` to `after`.
     fn count(&mut self, peers: &AtomicUsize, before: SwarmStats, after: SwarmStats) {
@@ -192,6 +241,8 @@ impl Engine {
             peers: AtomicUsize::new(0),
             swarms: AtomicUsize::new(0),
             compact: true,
+            expiry_step_secs: u32::try_from(config.expiry_step.as_secs()).unwrap_or(u32::MAX),
+            feed_per_shard: config.change_feed.div_ceil(config.shards.max(1)),
         }
     }
 
@@ -245,10 +296,20 @@ impl Engine {
                 return AnnounceResponse::default();
             };
             let before = swarm.stats();
+            let listed = self.feeds().then(|| swarm.listed(request)).flatten();
             swarm.stop(request);
             swarm.last_announce = now_secs;
             let stats = swarm.stats();
             shard.count(&self.peers, before, stats);
+            if let Some(listed) = listed {
+                let change = Recorded {
+                    info_hash: request.info_hash,
+                    id: request.peer_id,
+                    listed,
+                    kind: ChangeKind::Stopped,
+                };
+                shard.record(self.feed_per_shard, change);
+            }
             return AnnounceResponse {
                 stats,
                 peers: Vec::new(),
@@ -269,7 +330,18 @@ impl Engine {
         };
         let before = swarm.stats();
         swarm.last_announce = now_secs;
-        let expires_at = now_secs.saturating_add(self.peer_lifetime_secs);
+        let mut expires_at = self.expiry(now_secs);
+        // With a feed, an expiry never moves back (another instance may have
+        // listed the peer for longer), and the state before is compared below.
+        let prior = if self.feeds() {
+            let prior = swarm.listed(request);
+            if let Some(prior) = prior {
+                expires_at = expires_at.max(prior.expires_at);
+            }
+            Some(prior)
+        } else {
+            None
+        };
         let mut peers = Vec::with_capacity(request.numwant.min(swarm.len()));
         let admission = Admission {
             limits,
@@ -285,7 +357,21 @@ impl Engine {
         if settings.policy.tiers {
             sort_by_tier(&mut peers);
         }
+        // Only what others cannot derive is fed: a re-announce whose rounded
+        // expiry did not move changes nothing they hold.
+        let change = prior
+            .and_then(|prior| Some(prior).zip(swarm.listed(request)))
+            .filter(|(prior, listed)| *prior != Some(*listed))
+            .map(|(_, listed)| Recorded {
+                info_hash: request.info_hash,
+                id: request.peer_id,
+                listed,
+                kind: ChangeKind::Listed,
+            });
         let stats = swarm.stats();
+        if let Some(change) = change {
+            shard.record(self.feed_per_shard, change);
+        }
         shard.count(&self.peers, before, stats);
         for peer in &peers {
             shard.tiers.0[peer.tier as usize] += 1;
@@ -342,8 +428,27 @@ impl Engine {
         let mut stats = PurgeStats::default();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
+            let shard = &mut *shard;
             let (mut seeders, mut leechers) = (0, 0);
-            shard.swarms.retain(|_, swarm| {
+            let (feed, feed_per_shard) = (self.feeds(), self.feed_per_shard);
+            let (changes, dropped) = (&mut shard.changes, &mut shard.changes_dropped);
+            shard.swarms.retain(|info_hash, swarm| {
+                if feed {
+                    swarm.for_each_peer(|id, listed| {
+                        if listed.expires_at <= now_secs {
+                            if changes.len() < feed_per_shard {
+                                changes.push(Recorded {
+                                    info_hash: *info_hash,
+                                    id: *id,
+                                    listed,
+                                    kind: ChangeKind::Expired,
+                                });
+                            } else {
+                                *dropped += 1;
+                            }
+                        }
+                    });
+                }
                 stats.removed_peers += swarm.purge(now_secs, self.compact);
                 if swarm.is_empty() && swarm.last_announce <= quiet_since {
                     stats.removed_swarms += 1;
@@ -393,33 +498,11 @@ impl Engine {
         let shard = shard.lock();
         for (info_hash, swarm) in &shard.swarms {
             let mut peers = Vec::with_capacity(swarm.len());
-            let mut keep =
-                |seeder: bool, addr: SocketAddr, id: &PeerId, expires_at: u32, completed: bool| {
-                    if expires_at > now_secs {
-                        peers.push(StoredPeer {
-                            id: *id,
-                            addr,
-                            seeder,
-                            completed,
-                            remaining_secs: expires_at - now_secs,
-                        });
-                    }
-                };
-            match &swarm.peers {
-                Peers::Compact(set) => set.for_each(|seeder, addr, id, expires_at, completed| {
-                    keep(seeder, addr.into(), id, expires_at, completed)
-                }),
-                Peers::Full(sets) => {
-                    sets.v4
-                        .for_each(|seeder, addr, _, id, expires_at, completed| {
-                            keep(seeder, addr.into(), id, expires_at, completed)
-                        });
-                    sets.v6
-                        .for_each(|seeder, addr, _, id, expires_at, completed| {
-                            keep(seeder, addr.into(), id, expires_at, completed)
-                        });
+            swarm.for_each_peer(|id, listed| {
+                if listed.expires_at > now_secs {
+                    peers.push(listed.stored(*id, now_secs));
                 }
-            }
+            });
             if !peers.is_empty() {
                 out.push(StoredSwarm {
                     info_hash: *info_hash,
@@ -431,9 +514,11 @@ impl Engine {
     }
 
     /// Lists a stored swarm's peers again, each for the lifetime it had left
-    /// (capped at the peer lifetime), as of `now`; keeps the larger of the
-    /// stored and the current `downloaded`. Storage limits apply as to
-    /// announces. Returns how many peers are listed.
+    /// (capped at the peer lifetime plus one expiry step), as of `now`, or
+    /// longer if already listed for longer; keeps the larger of the stored
+    /// and the current `downloaded`. Storage limits apply as to announces.
+    /// Nothing restored enters the change feed (it came from a mirror).
+    /// Returns how many peers are newly listed.
     pub fn restore(&self, stored: &StoredSwarm, now: Instant) -> usize {
         let now_secs = self.secs(now);
         let settings = self.locality.load();
@@ -470,7 +555,14 @@ impl Engine {
                 numwant: 0,
                 peer_ids: false,
             };
-            let lifetime = peer.remaining_secs.min(self.peer_lifetime_secs);
+            let lifetime = peer.remaining_secs.min(
+                self.peer_lifetime_secs
+                    .saturating_add(self.expiry_step_secs),
+            );
+            let expires_at = swarm
+                .listed(&request)
+                .map_or(0, |listed| listed.expires_at)
+                .max(now_secs.saturating_add(lifetime));
             let admission = Admission {
                 limits,
                 // The engine count moves only after the loop: add what
@@ -481,7 +573,7 @@ impl Engine {
             let hit = swarm.announce(
                 &request,
                 settings.topology.locate(peer.addr.ip()),
-                now_secs.saturating_add(lifetime),
+                expires_at,
                 &settings,
                 &admission,
                 &mut rng,
@@ -497,6 +589,113 @@ impl Engine {
         after.peers() - before.peers().min(after.peers())
     }
 
+    /// Applies changes another instance fed: listed peers are restored (see
+    /// [`Engine::restore`]), stopped ones removed, expiries ignored (every
+    /// engine drops a peer itself when its lifetime runs out). Returns how
+    /// many changes altered what is listed.
+    pub fn apply(&self, changes: &[PeerChange], now: Instant) -> usize {
+        let mut applied = 0;
+        let mut listed = StoredSwarm {
+            info_hash: InfoHash([0; 20]),
+            downloaded: 0,
+            peers: Vec::with_capacity(1),
+        };
+        for change in changes {
+            match change.kind {
+                ChangeKind::Listed => {
+                    listed.info_hash = change.info_hash;
+                    listed.peers.clear();
+                    listed.peers.push(change.peer);
+                    self.restore(&listed, now);
+                    applied += 1;
+                }
+                ChangeKind::Stopped => {
+                    applied += usize::from(self.remove(&change.info_hash, &change.peer, now));
+                }
+                ChangeKind::Expired => {}
+            }
+        }
+        applied
+    }
+
+    /// One swarm as [`Engine::export_shard`] copies it, if it lists anyone.
+    pub fn export_swarm(&self, info_hash: &InfoHash, now: Instant) -> Option<StoredSwarm> {
+        let now_secs = self.secs(now);
+        let shard = self.shard(info_hash).lock();
+        let swarm = shard.swarms.get(info_hash)?;
+        let mut peers = Vec::with_capacity(swarm.len());
+        swarm.for_each_peer(|id, listed| {
+            if listed.expires_at > now_secs {
+                peers.push(listed.stored(*id, now_secs));
+            }
+        });
+        (!peers.is_empty()).then_some(StoredSwarm {
+            info_hash: *info_hash,
+            downloaded: swarm.downloaded,
+            peers,
+        })
+    }
+
+    /// Removes a peer another instance saw stop (nothing enters the feed);
+    /// returns whether it was listed.
+    pub fn remove(&self, info_hash: &InfoHash, peer: &StoredPeer, now: Instant) -> bool {
+        let mut shard = self.shard(info_hash).lock();
+        let shard = &mut *shard;
+        let Some(swarm) = shard.swarms.get_mut(info_hash) else {
+            return false;
+        };
+        let request = AnnounceRequest {
+            info_hash: *info_hash,
+            peer_id: peer.id,
+            addr: peer.addr,
+            event: Event::Stopped,
+            left: u64::from(!peer.seeder),
+            numwant: 0,
+            peer_ids: false,
+        };
+        if !swarm.lists(&request) {
+            return false;
+        }
+        let before = swarm.stats();
+        swarm.stop(&request);
+        swarm.last_announce = self.secs(now);
+        let after = swarm.stats();
+        shard.count(&self.peers, before, after);
+        true
+    }
+
+    /// Moves shard `index`'s recorded changes into `out`, each peer's
+    /// lifetime counted from `now`; returns how many changes that shard
+    /// dropped since the last drain because its feed was full.
+    pub fn drain_changes(&self, index: usize, now: Instant, out: &mut Vec<PeerChange>) -> u64 {
+        let Some(shard) = self.shards.get(index) else {
+            return 0;
+        };
+        let now_secs = self.secs(now);
+        let mut shard = shard.lock();
+        out.extend(shard.changes.drain(..).map(|recorded| PeerChange {
+            info_hash: recorded.info_hash,
+            peer: recorded.listed.stored(recorded.id, now_secs),
+            kind: recorded.kind,
+        }));
+        std::mem::take(&mut shard.changes_dropped)
+    }
+
+    /// Whether announces record changes.
+    fn feeds(&self) -> bool {
+        self.feed_per_shard > 0
+    }
+
+    /// The expiry of a peer announcing at `now_secs`: one lifetime later,
+    /// rounded up to the expiry step.
+    fn expiry(&self, now_secs: u32) -> u32 {
+        let exact = now_secs.saturating_add(self.peer_lifetime_secs);
+        match self.expiry_step_secs {
+            0 => exact,
+            step => exact.div_ceil(step).saturating_mul(step),
+        }
+    }
+
     fn secs(&self, now: Instant) -> u32 {
         u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
     }
@@ -510,6 +709,19 @@ impl Engine {
             info_hash.0[3],
         ]);
         &self.shards[key as usize % self.shards.len()]
+    }
+}
+
+impl Listed {
+    /// As stored or fed: the lifetime left at `now_secs`.
+    fn stored(&self, id: PeerId, now_secs: u32) -> StoredPeer {
+        StoredPeer {
+            id,
+            addr: self.addr,
+            seeder: self.seeder,
+            completed: self.completed,
+            remaining_secs: self.expires_at.saturating_sub(now_secs),
+        }
     }
 }
 
@@ -588,6 +800,62 @@ impl Swarm {
         };
         if first_completion {
             self.downloaded = self.downloaded.saturating_add(1);
+        }
+    }
+
+    /// The announcer's entry in its address family, if listed.
+    fn listed(&self, request: &AnnounceRequest) -> Option<Listed> {
+        let id = &request.peer_id;
+        let (addr, seeder, completed, expires_at) = match (&self.peers, request.addr) {
+            (Peers::Compact(set), SocketAddr::V4(_)) => {
+                let (addr, seeder, completed, expires_at) = set.get(id)?;
+                (addr.into(), seeder, completed, expires_at)
+            }
+            (Peers::Compact(_), SocketAddr::V6(_)) => return None,
+            (Peers::Full(sets), SocketAddr::V4(_)) => {
+                let (addr, seeder, completed, expires_at) = sets.v4.get(id)?;
+                (addr.into(), seeder, completed, expires_at)
+            }
+            (Peers::Full(sets), SocketAddr::V6(_)) => {
+                let (addr, seeder, completed, expires_at) = sets.v6.get(id)?;
+                (addr.into(), seeder, completed, expires_at)
+            }
+        };
+        Some(Listed {
+            addr,
+            seeder,
+            completed,
+            expires_at,
+        })
+    }
+
+    /// Calls `f` with every listed peer, both address families.
+    fn for_each_peer(&self, mut f: impl FnMut(&PeerId, Listed)) {
+        let mut each = |seeder, addr: SocketAddr, id: &PeerId, expires_at, completed| {
+            f(
+                id,
+                Listed {
+                    addr,
+                    seeder,
+                    completed,
+                    expires_at,
+                },
+            )
+        };
+        match &self.peers {
+            Peers::Compact(set) => set.for_each(|seeder, addr, id, expires_at, completed| {
+                each(seeder, addr.into(), id, expires_at, completed)
+            }),
+            Peers::Full(sets) => {
+                sets.v4
+                    .for_each(|seeder, addr, _, id, expires_at, completed| {
+                        each(seeder, addr.into(), id, expires_at, completed)
+                    });
+                sets.v6
+                    .for_each(|seeder, addr, _, id, expires_at, completed| {
+                        each(seeder, addr.into(), id, expires_at, completed)
+                    });
+            }
         }
     }
 
@@ -864,6 +1132,7 @@ mod tests {
             peer_lifetime: Duration::from_secs(1000),
             shards: 4,
             limits,
+            ..EngineConfig::default()
         })
     }
 
@@ -1342,6 +1611,179 @@ mod tests {
             let swept = engine.purge_expired(clock + Duration::from_secs(1000));
             let census = engine.census();
             prop_assert_eq!((census.swarms, census.seeders, census.leechers), (swept.swarms, 0, 0));
+        }
+    }
+
+    fn fed(step: u64, capacity: usize) -> Engine {
+        Engine::new(EngineConfig {
+            peer_lifetime: Duration::from_secs(100),
+            shards: 4,
+            expiry_step: Duration::from_secs(step),
+            change_feed: capacity,
+            ..EngineConfig::default()
+        })
+    }
+
+    fn drain(engine: &Engine, now: Instant) -> (Vec<PeerChange>, u64) {
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        for index in 0..engine.shard_count() {
+            dropped += engine.drain_changes(index, now, &mut out);
+        }
+        (out, dropped)
+    }
+
+    fn kinds(changes: &[PeerChange]) -> Vec<ChangeKind> {
+        changes.iter().map(|change| change.kind).collect()
+    }
+
+    #[test]
+    fn the_feed_carries_what_a_mirror_cannot_derive_and_nothing_else() {
+        let engine = fed(60, 1000);
+        let rng = &mut SmallRng::seed_from_u64(1);
+        let t0 = engine.epoch();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        engine.announce(&announce(1, 10, Event::Started, 5), at(0), rng);
+        let (changes, _) = drain(&engine, at(0));
+        assert_eq!(kinds(&changes), [ChangeKind::Listed]);
+        // 0 + 100 rounds up to 120; announces until 20 s land on 120 too.
+        assert_eq!(changes[0].peer.remaining_secs, 120);
+        assert!(!changes[0].peer.seeder);
+        for secs in [1, 10, 20] {
+            engine.announce(&announce(1, 10, Event::None, 5), at(secs), rng);
+        }
+        assert_eq!(drain(&engine, at(20)).0, []);
+        // 21 + 100 rounds up to 180: the expiry moved, so it is fed.
+        engine.announce(&announce(1, 10, Event::None, 5), at(21), rng);
+        let (changes, _) = drain(&engine, at(21));
+        assert_eq!(kinds(&changes), [ChangeKind::Listed]);
+        assert_eq!(changes[0].peer.remaining_secs, 180 - 21);
+        // A role change is fed at once.
+        engine.announce(&announce(1, 0, Event::Completed, 5), at(22), rng);
+        let (changes, _) = drain(&engine, at(22));
+        assert_eq!(kinds(&changes), [ChangeKind::Listed]);
+        assert!(changes[0].peer.seeder && changes[0].peer.completed);
+        // So is a new address.
+        let mut moved = announce(1, 0, Event::None, 5);
+        moved.addr = SocketAddr::from(([10, 9, 9, 9], 7000));
+        engine.announce(&moved, at(23), rng);
+        let (changes, _) = drain(&engine, at(23));
+        assert_eq!(changes[0].peer.addr, moved.addr);
+        // Stopping is fed; stopping again (not listed) is not.
+        engine.announce(&announce(1, 0, Event::Stopped, 5), at(24), rng);
+        engine.announce(&announce(1, 0, Event::Stopped, 5), at(25), rng);
+        assert_eq!(kinds(&drain(&engine, at(25)).0), [ChangeKind::Stopped]);
+        // Expiry is fed by the sweep that drops the peer.
+        engine.announce(&announce(2, 10, Event::Started, 5), at(30), rng);
+        drain(&engine, at(30));
+        engine.purge_expired(at(179));
+        assert_eq!(drain(&engine, at(179)).0, []);
+        engine.purge_expired(at(180));
+        let (changes, _) = drain(&engine, at(180));
+        assert_eq!(kinds(&changes), [ChangeKind::Expired]);
+        assert_eq!(changes[0].peer.id, peer_id(2));
+    }
+
+    #[test]
+    fn a_full_feed_drops_and_counts_and_no_feed_records_nothing() {
+        let engine = fed(0, 4);
+        let rng = &mut SmallRng::seed_from_u64(1);
+        let now = engine.epoch();
+        for n in 0..10 {
+            engine.announce(&announce(n, 10, Event::Started, 5), now, rng);
+        }
+        // One torrent, so one shard of capacity 4 / 4 shards = 1.
+        let (changes, dropped) = drain(&engine, now);
+        assert_eq!((changes.len(), dropped), (1, 9));
+        assert_eq!(drain(&engine, now), (Vec::new(), 0));
+
+        let quiet = engine_with_lifetime(100);
+        quiet.announce(&announce(1, 10, Event::Started, 5), now, rng);
+        quiet.announce(&announce(1, 10, Event::Stopped, 5), now, rng);
+        assert_eq!(drain(&quiet, now), (Vec::new(), 0));
+    }
+
+    fn engine_with_lifetime(secs: u64) -> Engine {
+        Engine::new(EngineConfig {
+            peer_lifetime: Duration::from_secs(secs),
+            shards: 4,
+            ..EngineConfig::default()
+        })
+    }
+
+    fn listing(engine: &Engine, now: Instant) -> Vec<(InfoHash, Vec<StoredPeer>)> {
+        let mut out = Vec::new();
+        for index in 0..engine.shard_count() {
+            engine.export_shard(index, now, &mut out);
+        }
+        let mut listing: Vec<_> = out
+            .into_iter()
+            .map(|mut swarm| {
+                swarm
+                    .peers
+                    .sort_by_key(|peer| (peer.id.0, peer.addr.is_ipv6()));
+                (swarm.info_hash, swarm.peers)
+            })
+            .collect();
+        listing.sort_by_key(|(info_hash, _)| info_hash.0);
+        listing
+    }
+
+    #[test]
+    fn restoring_never_shortens_a_listing() {
+        let engine = fed(0, 100);
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(1);
+        engine.announce(&announce(1, 10, Event::Started, 5), now, rng);
+        let mut swarm = StoredSwarm {
+            info_hash: TORRENT,
+            downloaded: 0,
+            peers: vec![listing(&engine, now)[0].1[0]],
+        };
+        swarm.peers[0].remaining_secs = 5;
+        assert_eq!(engine.restore(&swarm, now), 0);
+        assert_eq!(listing(&engine, now)[0].1[0].remaining_secs, 100);
+        // Nor does it enter the feed (only the first announce did).
+        assert_eq!(drain(&engine, now).0.len(), 1);
+    }
+
+    proptest! {
+        /// A mirror that applies the feed lists exactly what the source
+        /// lists, with the same expiries, whatever the announces.
+        #[test]
+        fn a_mirror_fed_by_the_changes_lists_what_the_source_lists(
+            step in prop_oneof![Just(0u64), Just(30), Just(120)],
+            ops in proptest::collection::vec((0u8..2, 0u32..24, 0u8..3, 0u8..4, any::<bool>(), 0u64..70), 0..120),
+        ) {
+            let source = fed(step, 10_000);
+            let mut mirror = fed(step, 10_000);
+            mirror.epoch = source.epoch;
+            let rng = &mut SmallRng::seed_from_u64(3);
+            let mut clock = source.epoch();
+            let torrents = [InfoHash([1; 20]), InfoHash([200; 20])];
+            for (torrent, n, role, event, over_v6, wait) in ops {
+                clock += Duration::from_secs(wait);
+                if wait > 50 {
+                    source.purge_expired(clock);
+                    mirror.purge_expired(clock);
+                }
+                let mut request = announce(n % 20, [0, 1, 5][role as usize], [Event::None, Event::Started, Event::Completed, Event::Stopped][event as usize], 5);
+                request.info_hash = torrents[torrent as usize];
+                if over_v6 {
+                    request.addr = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, n as u16 + 1], 6881));
+                } else if n >= 20 {
+                    // The same id from a new address.
+                    request.addr = SocketAddr::from(([10, 1, 1, n as u8], 7000));
+                }
+                source.announce(&request, clock, rng);
+                let (changes, dropped) = drain(&source, clock);
+                prop_assert_eq!(dropped, 0);
+                mirror.apply(&changes, clock);
+                // Nothing applied echoes back (its own sweeps feed expiries).
+                let echoed = drain(&mirror, clock).0;
+                prop_assert!(echoed.iter().all(|change| change.kind == ChangeKind::Expired));
+                prop_assert_eq!(listing(&mirror, clock), listing(&source, clock));
+            }
         }
     }
 }

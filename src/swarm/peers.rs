@@ -420,6 +420,20 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             .copied()
     }
 
+    /// The listed peer with this id: address, seeder, completed, expiry.
+    pub(super) fn get(&self, id: &PeerId) -> Option<(A, bool, bool, u32)> {
+        let slot = self.find(id)?;
+        let peers = &self.roles[slot.role()];
+        let position = slot.index() as usize;
+        let record = &peers.records[position];
+        Some((
+            peers.places[position].addr,
+            slot.role() == SEEDERS,
+            record.completed,
+            record.expires_at,
+        ))
+    }
+
     /// Whether the peer with this id is listed.
     pub(super) fn contains(&self, id: &PeerId) -> bool {
         self.find(id).is_some()

@@ -2,6 +2,11 @@
 //! announce URLs, and bencode decoding.
 #![allow(dead_code)]
 
+pub mod process;
+#[allow(unused_imports)]
+pub use process::TrackerProcess;
+pub mod redis;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 

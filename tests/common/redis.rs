@@ -1,0 +1,227 @@
+//! Real Redis servers for the cluster tests: Debian's `redis-server` on free
+//! loopback ports, no persistence, files in the test's directory; a Redis
+//! Cluster of three primaries joined with `redis-cli --cluster create`.
+//! Every wait is on a state (a PONG, `cluster_state:ok`), bounded.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One `redis-server` process.
+pub struct RedisProcess {
+    child: Option<Child>,
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    cluster: bool,
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair");
+}
+
+impl RedisProcess {
+    /// Starts a server on a free port (a cluster-enabled node if `cluster`).
+    pub fn start(dir: &Path, cluster: bool) -> Self {
+        let port = free_port_pair();
+        Self::start_on(dir, port, cluster)
+    }
+
+    /// Starts a server on `port` (again, after [`RedisProcess::kill`]).
+    pub fn start_on(dir: &Path, port: u16, cluster: bool) -> Self {
+        let dir = dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--logfile", "redis.log"]);
+        if cluster {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server runs (apt-get install redis-server redis-tools; ./scripts/test does)",
+            );
+        let mut server = Self {
+            child: Some(child),
+            port,
+            dir,
+            cluster,
+        };
+        server.wait_until(
+            |reply| reply.starts_with("+PONG"),
+            &["PING"],
+            "answers PING",
+        );
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends one command (RESP) and returns the raw reply.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut buffer = [0u8; 65536];
+        // Enough for the small replies tests read (INFO, DBSIZE, CLUSTER INFO).
+        loop {
+            let n = stream.read(&mut buffer).ok()?;
+            reply.extend_from_slice(&buffer[..n]);
+            if n == 0 || complete(&reply) {
+                break;
+            }
+        }
+        Some(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// An integer reply (`DBSIZE`), or a field of an `INFO` section.
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let reply = self.command(&["INFO", section])?;
+        reply.lines().find_map(|line| {
+            line.strip_prefix(field)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(|value| value.trim().to_owned())
+        })
+    }
+
+    /// Keys held.
+    pub fn dbsize(&self) -> u64 {
+        self.command(&["DBSIZE"])
+            .and_then(|reply| reply.trim().strip_prefix(':')?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn wait_until(&mut self, done: impl Fn(&str) -> bool, args: &[&str], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.command(args).is_some_and(|reply| done(&reply)) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "redis-server on {} exited ({status}) before it {what}: {}",
+                    self.port,
+                    std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis on {} never {what}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`: gone at once, data and all (it keeps none).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether it was started as a cluster node.
+    pub fn is_cluster_node(&self) -> bool {
+        self.cluster
+    }
+}
+
+/// Whether a RESP reply is complete (simple cases: one line, or a bulk string).
+fn complete(reply: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(reply);
+    match text.chars().next() {
+        Some('$') => text
+            .split_once("\r\n")
+            .and_then(|(len, rest)| Some(rest.len() >= len[1..].parse::<usize>().ok()? + 2))
+            .unwrap_or(false),
+        Some(_) => text.ends_with("\r\n"),
+        None => false,
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three cluster-enabled primaries that own every slot between them.
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes and joins them with `redis-cli --cluster create`.
+    pub fn start(dir: &Path) -> Self {
+        let nodes: Vec<RedisProcess> = (0..3).map(|_| RedisProcess::start(dir, true)).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (apt-get install redis-tools)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let mut cluster = Self { nodes };
+        for node in &mut cluster.nodes {
+            node.wait_until(
+                |reply| {
+                    reply.contains("cluster_state:ok") && reply.contains("cluster_known_nodes:3")
+                },
+                &["CLUSTER", "INFO"],
+                "joined the cluster",
+            );
+        }
+        cluster
+    }
+
+    /// Seed URLs for `cluster.redis` (the first node is enough; all are given).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisProcess::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

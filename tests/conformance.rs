@@ -1,0 +1,329 @@
+//! One suite, every storage mode: a single instance, two instances on a
+//! standalone Redis, two instances on a three-node Redis Cluster. Peers
+//! announce to the instances in turn, from loopback source addresses that a
+//! sites map splits into racks, zones and regions; once every instance holds
+//! what was announced (a state waited on, not a time), each instance must
+//! answer as one tracker would: the same counts, every peer, nearest tier
+//! first, the seeder guard, stops and completions seen everywhere.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::redis::{RedisCluster, RedisProcess};
+use common::*;
+use swarmgate::config::{Config, Site};
+use swarmgate::server::Server;
+
+/// Where each peer announces from, its port, and its tier seen from [`ANNOUNCER`].
+const PEERS: [(&str, u16, usize); 9] = [
+    ("127.1.1.2", 7001, 0), // same /24 as the announcer
+    ("127.1.1.3", 7002, 0),
+    ("127.1.2.2", 7003, 1), // same zone (127.1.0.0/16), another rack
+    ("127.1.3.2", 7004, 1),
+    ("127.2.1.2", 7005, 2), // zone b, same region "east"
+    ("127.2.2.2", 7006, 2),
+    ("127.3.1.2", 7007, 3), // region "west"
+    ("127.9.9.2", 7008, 3), // no site at all
+    ("127.9.9.3", 7009, 3),
+];
+const ANNOUNCER: &str = "127.1.1.1";
+
+/// The instances of one storage mode, and what keeps their Redis alive.
+struct Deployment {
+    name: &'static str,
+    instances: Vec<Server>,
+    _redis: Option<Box<dyn std::any::Any>>,
+}
+
+fn config(redis: Option<(&str, &str)>) -> Config {
+    let mut config = loopback_config();
+    config.locality.sites = vec![
+        site("127.1.0.0/16", "a", "east"),
+        site("127.2.0.0/16", "b", "east"),
+        site("127.3.0.0/16", "c", "west"),
+    ];
+    if let Some((urls, namespace)) = redis {
+        config.cluster.redis = urls.into();
+        config.cluster.namespace = namespace.into();
+        config.cluster.flush_interval = Duration::from_millis(20);
+    }
+    config
+}
+
+fn site(cidr: &str, zone: &str, region: &str) -> Site {
+    Site {
+        cidr: cidr.parse().expect("cidr"),
+        zone: zone.into(),
+        region: region.into(),
+    }
+}
+
+impl Deployment {
+    async fn single() -> Self {
+        Self {
+            name: "single instance",
+            instances: vec![start(config(None)).await],
+            _redis: None,
+        }
+    }
+
+    async fn redis_pair(dir: &std::path::Path) -> Self {
+        let redis = RedisProcess::start(dir, false);
+        let url = redis.url();
+        let mut instances = Vec::new();
+        for _ in 0..2 {
+            instances.push(start(config(Some((&url, "conformance")))).await);
+        }
+        Self {
+            name: "two instances, standalone Redis",
+            instances,
+            _redis: Some(Box::new(redis)),
+        }
+    }
+
+    async fn redis_cluster_pair(dir: &std::path::Path) -> Self {
+        let redis = RedisCluster::start(dir);
+        let urls = redis.urls();
+        let mut instances = Vec::new();
+        for _ in 0..2 {
+            instances.push(start(config(Some((&urls, "conformance")))).await);
+        }
+        Self {
+            name: "two instances, Redis Cluster of three",
+            instances,
+            _redis: Some(Box::new(redis)),
+        }
+    }
+
+    fn http(&self, turn: usize) -> SocketAddr {
+        self.instances[turn % self.instances.len()]
+            .http_addr
+            .expect("http listener")
+    }
+
+    /// Waits until every instance holds `swarms` swarms with these counts.
+    async fn settled(&self, seeders: usize, leechers: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let censuses: Vec<_> = self
+                .instances
+                .iter()
+                .map(|server| server.engine.census())
+                .collect();
+            if censuses
+                .iter()
+                .all(|census| (census.seeders, census.leechers) == (seeders, leechers))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: instances never agreed on {seeders} seeders and {leechers} leechers: {censuses:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        for server in self.instances {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// An announce from `source` to `tracker`: (complete, incomplete, peers).
+async fn announce(
+    tracker: SocketAddr,
+    source: &str,
+    torrent: u8,
+    peer: u8,
+    port: u16,
+    left: u64,
+    extra: &str,
+) -> (i64, i64, Vec<SocketAddr>) {
+    let client = reqwest::Client::builder()
+        .local_address(source.parse::<IpAddr>().expect("ip"))
+        .build()
+        .expect("client");
+    let query = announce_query(torrent, peer, port, left, &format!("&compact=1{extra}"));
+    let body = client
+        .get(format!("http://{tracker}/announce?{query}"))
+        .send()
+        .await
+        .expect("sent")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(failure(&body), None);
+    let reply = dict(&body);
+    (
+        int(&reply, "complete"),
+        int(&reply, "incomplete"),
+        compact_peers(&reply),
+    )
+}
+
+fn tier_of(addr: &SocketAddr) -> usize {
+    PEERS
+        .iter()
+        .find(|(ip, port, _)| addr.ip().to_string() == *ip && addr.port() == *port)
+        .map(|(_, _, tier)| *tier)
+        .unwrap_or_else(|| panic!("{addr} never announced"))
+}
+
+/// The suite every storage mode passes.
+async fn conformance(deployment: Deployment) {
+    let name = deployment.name;
+    let n = deployment.instances.len();
+    // The nine peers, spread over the instances; the announcer too.
+    for (i, (ip, port, _)) in PEERS.iter().enumerate() {
+        announce(
+            deployment.http(i),
+            ip,
+            1,
+            i as u8 + 1,
+            *port,
+            100,
+            "&numwant=0",
+        )
+        .await;
+    }
+    announce(
+        deployment.http(0),
+        ANNOUNCER,
+        1,
+        99,
+        7000,
+        100,
+        "&numwant=0",
+    )
+    .await;
+    deployment.settled(0, 10).await;
+
+    for turn in 0..n {
+        let tracker = deployment.http(turn);
+        // Everyone, nearest tier first, with the counts of all instances.
+        let (complete, incomplete, all) =
+            announce(tracker, ANNOUNCER, 1, 99, 7000, 100, "&numwant=50").await;
+        assert_eq!(
+            (complete, incomplete, all.len()),
+            (0, 10, PEERS.len()),
+            "{name}: {all:?}"
+        );
+        let tiers: Vec<usize> = all.iter().map(tier_of).collect();
+        assert!(tiers.is_sorted(), "{name}: {all:?} is not ordered by tier");
+        // Fewer slots than peers: the rack, then the zone.
+        for _ in 0..10 {
+            let (_, _, five) = announce(tracker, ANNOUNCER, 1, 99, 7000, 100, "&numwant=5").await;
+            let tiers: Vec<usize> = five.iter().map(tier_of).collect();
+            assert_eq!(tiers, [0, 0, 1, 1, 2], "{name}, instance {turn}: {five:?}");
+        }
+    }
+
+    // A far seeder, announced to the last instance, is the guard's pick everywhere.
+    announce(
+        deployment.http(n - 1),
+        "127.3.9.9",
+        1,
+        50,
+        7050,
+        0,
+        "&numwant=0",
+    )
+    .await;
+    deployment.settled(1, 10).await;
+    let guard: SocketAddr = "127.3.9.9:7050".parse().expect("addr");
+    for turn in 0..n {
+        let (complete, _, three) = announce(
+            deployment.http(turn),
+            ANNOUNCER,
+            1,
+            99,
+            7000,
+            100,
+            "&numwant=3",
+        )
+        .await;
+        assert_eq!(complete, 1, "{name}");
+        assert!(
+            three.contains(&guard),
+            "{name}: guard seeder missing from {three:?}"
+        );
+    }
+
+    // A leecher completing on one instance is a seeder on all; a peer
+    // stopping on another is gone from all; scrape counts agree.
+    announce(
+        deployment.http(0),
+        PEERS[0].0,
+        1,
+        1,
+        PEERS[0].1,
+        0,
+        "&event=completed&numwant=0",
+    )
+    .await;
+    announce(
+        deployment.http(n - 1),
+        PEERS[8].0,
+        1,
+        9,
+        PEERS[8].1,
+        100,
+        "&event=stopped",
+    )
+    .await;
+    deployment.settled(2, 8).await;
+    let mut scrapes = Vec::new();
+    for turn in 0..n {
+        let (status, body) = get(
+            deployment.http(turn),
+            &format!("/scrape?info_hash={}", escape(&[1; 20])),
+        )
+        .await;
+        assert_eq!(status, 200);
+        scrapes.push(body);
+        let (complete, incomplete, all) = announce(
+            deployment.http(turn),
+            ANNOUNCER,
+            1,
+            99,
+            7000,
+            100,
+            "&numwant=50",
+        )
+        .await;
+        assert_eq!((complete, incomplete), (2, 8), "{name}");
+        assert!(
+            !all.contains(&"127.9.9.3:7009".parse().expect("addr")),
+            "{name}: stopped peer handed out"
+        );
+    }
+    assert!(
+        scrapes.windows(2).all(|pair| pair[0] == pair[1]),
+        "{name}: scrapes differ"
+    );
+    deployment.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_instance_conforms() {
+    conformance(Deployment::single().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_standalone_redis_conform() {
+    let dir = temp_dir("conformance-redis");
+    conformance(Deployment::redis_pair(&dir).await).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_a_redis_cluster_conform() {
+    let dir = temp_dir("conformance-redis-cluster");
+    conformance(Deployment::redis_cluster_pair(&dir).await).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
