@@ -133,6 +133,10 @@ pub struct Load {
     /// none. 0 = off.
     #[arg(long, default_value_t = 0)]
     churn: u64,
+    /// Each peer always announces from the same socket (one source address),
+    /// as a real client does; otherwise any socket announces any peer.
+    #[arg(long)]
+    stable_peers: bool,
 }
 
 /// What every request draws from: torrents by popularity, peers, tokens.
@@ -217,9 +221,9 @@ impl Workload {
     }
 
     /// The next request's content; `None` once the cold token pool is used up.
-    fn draw(&self, rng: &mut SmallRng) -> Option<Draw<'_>> {
+    fn draw(&self, rng: &mut SmallRng, connection: usize) -> Option<Draw<'_>> {
         let scrape = rng.random_bool(self.load.scrape_share.clamp(0.0, 1.0));
-        let peer = rng.random_range(0..self.load.peers);
+        let mut peer = rng.random_range(0..self.load.peers);
         if !self.cold.is_empty() {
             let (torrent, token) = self
                 .cold
@@ -232,14 +236,22 @@ impl Workload {
                 token: Some(token),
             });
         }
-        let torrent = if self.popularity.is_empty() {
-            rng.random_range(0..self.load.torrents)
-        } else {
-            let x: u64 = rng.random();
-            self.popularity
-                .partition_point(|&c| c < x)
-                .min(self.popularity.len() - 1) as u32
-        };
+        let mut torrent = self.pick_torrent(rng);
+        if self.load.stable_peers {
+            // Peer p of torrent t announces only from connection (t + p) mod
+            // connections; a torrent with no peer here is drawn again.
+            let connections = self.connections as u32;
+            let connection = connection as u32 % connections;
+            for _ in 0..1000 {
+                let first = (connection + connections - torrent % connections) % connections;
+                if first < self.load.peers {
+                    let owned = (self.load.peers - first).div_ceil(connections);
+                    peer = first + connections * rng.random_range(0..owned);
+                    break;
+                }
+                torrent = self.pick_torrent(rng);
+            }
+        }
         let token = self.tokens.get(torrent as usize).map(Vec::as_slice);
         let (torrent, event) = match self.load.churn {
             0 => (torrent, 0),
@@ -262,6 +274,17 @@ impl Workload {
             event,
             token,
         })
+    }
+
+    fn pick_torrent(&self, rng: &mut SmallRng) -> u32 {
+        if self.popularity.is_empty() {
+            rng.random_range(0..self.load.torrents)
+        } else {
+            let x: u64 = rng.random();
+            self.popularity
+                .partition_point(|&c| c < x)
+                .min(self.popularity.len() - 1) as u32
+        }
     }
 
     /// Bytes left: 1 for leechers (the peers past the seeders' share), 0 for
@@ -493,7 +516,7 @@ async fn drive_udp(index: usize, workload: Arc<Workload>, deadline: Instant) -> 
             if rng.random_bool(workload.load.connect_share.clamp(0.0, 1.0)) {
                 connect_packet(&mut packet, transaction);
             } else {
-                let Some(draw) = workload.draw(&mut rng) else {
+                let Some(draw) = workload.draw(&mut rng, index) else {
                     return tally;
                 };
                 udp_request(&mut packet, &workload, &draw, connection, transaction, port);
@@ -629,7 +652,7 @@ async fn drive_http(index: usize, workload: Arc<Workload>, deadline: Instant) ->
     while Instant::now() < deadline {
         Workload::wait_until(workload.due(began, index, n)).await;
         n += 1;
-        let Some(draw) = workload.draw(&mut rng) else {
+        let Some(draw) = workload.draw(&mut rng, index) else {
             break;
         };
         request.clear();

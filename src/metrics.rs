@@ -32,6 +32,12 @@ const BUILD_BUCKETS: &[f64] = &[
 ];
 
 /// Cleanup (expiry sweep) duration buckets (seconds).
+/// Replication lag buckets: flushes every 50 ms by default, so most of the
+/// mass sits below 0.1 s; the tail shows a struggling link.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+];
+
 const SWEEP_BUCKETS: &[f64] = &[0.000_1, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// What a described metric is, so its help text is filed under the right type.
@@ -75,6 +81,12 @@ impl Metrics {
                     BUILD_BUCKETS,
                 )
             })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("swarmgate_cluster_replication_lag_seconds".into()),
+                    LAG_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -90,6 +102,42 @@ impl Metrics {
                 "swarmgate_requests_total",
                 None,
                 "Requests answered, by protocol, kind and result (ok, rejected: refused by policy, error: malformed)",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_cluster_link_up",
+                None,
+                "1 while the link to Redis is up and resynchronised; 0 while this instance answers alone",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_cluster_changes_total",
+                None,
+                "Peer changes sent to Redis, applied from other instances, or dropped (feed full, link down)",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_cluster_resyncs_total",
+                None,
+                "Connections to Redis with a full resynchronisation, by result",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_cluster_resync_peers",
+                None,
+                "Peers the last resynchronisation pulled from Redis and pushed to it",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_cluster_corrupt_total",
+                None,
+                "Unreadable batches on the channel and values in Redis, ignored",
+            ),
+            (
+                Kind::Histogram,
+                "swarmgate_cluster_replication_lag_seconds",
+                Some(Unit::Seconds),
+                "From another instance publishing a batch to this one applying it (clocks of two hosts)",
             ),
             (
                 Kind::Counter,

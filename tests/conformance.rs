@@ -1,4 +1,5 @@
-//! One suite, every storage mode: a single instance, two instances on a
+//! One suite, every storage mode: a single instance, a single instance
+//! restarted from its snapshot before every check, two instances on a
 //! standalone Redis, two instances on a three-node Redis Cluster. Peers
 //! announce to the instances in turn, from loopback source addresses that a
 //! sites map splits into racks, zones and regions; once every instance holds
@@ -34,6 +35,8 @@ const ANNOUNCER: &str = "127.1.1.1";
 struct Deployment {
     name: &'static str,
     instances: Vec<Server>,
+    /// Snapshot mode: the configuration each check restarts the instance with.
+    restart: Option<Config>,
     _redis: Option<Box<dyn std::any::Any>>,
 }
 
@@ -65,6 +68,18 @@ impl Deployment {
         Self {
             name: "single instance",
             instances: vec![start(config(None)).await],
+            restart: None,
+            _redis: None,
+        }
+    }
+
+    async fn snapshot_restarts(dir: &std::path::Path) -> Self {
+        let mut config = config(None);
+        config.store.snapshot_path = dir.join("swarms.bin").display().to_string();
+        Self {
+            name: "single instance, restarted from its snapshot",
+            instances: vec![start(config.clone()).await],
+            restart: Some(config),
             _redis: None,
         }
     }
@@ -79,6 +94,7 @@ impl Deployment {
         Self {
             name: "two instances, standalone Redis",
             instances,
+            restart: None,
             _redis: Some(Box::new(redis)),
         }
     }
@@ -93,6 +109,7 @@ impl Deployment {
         Self {
             name: "two instances, Redis Cluster of three",
             instances,
+            restart: None,
             _redis: Some(Box::new(redis)),
         }
     }
@@ -103,8 +120,15 @@ impl Deployment {
             .expect("http listener")
     }
 
-    /// Waits until every instance holds `swarms` swarms with these counts.
-    async fn settled(&self, seeders: usize, leechers: usize) {
+    /// Waits until every instance holds these counts (in snapshot mode,
+    /// after a restart from the snapshot).
+    async fn settled(&mut self, seeders: usize, leechers: usize) {
+        if let Some(config) = &self.restart {
+            for server in std::mem::take(&mut self.instances) {
+                server.shutdown().await;
+            }
+            self.instances.push(start(config.clone()).await);
+        }
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let censuses: Vec<_> = self
@@ -175,7 +199,7 @@ fn tier_of(addr: &SocketAddr) -> usize {
 }
 
 /// The suite every storage mode passes.
-async fn conformance(deployment: Deployment) {
+async fn conformance(mut deployment: Deployment) {
     let name = deployment.name;
     let n = deployment.instances.len();
     // The nine peers, spread over the instances; the announcer too.
@@ -312,6 +336,13 @@ async fn conformance(deployment: Deployment) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_instance_conforms() {
     conformance(Deployment::single().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_instance_restarted_from_its_snapshot_conforms() {
+    let dir = temp_dir("conformance-snapshot");
+    conformance(Deployment::snapshot_restarts(&dir).await).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

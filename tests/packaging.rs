@@ -114,6 +114,32 @@ fn compose_sets_real_keys_and_wires_services_by_name() {
 }
 
 #[test]
+fn the_cluster_profile_runs_two_instances_that_share_redis_and_the_udp_secret() {
+    let compose = read("compose.yaml");
+    let single = load(&compose_environment(&compose, "swarmgate"));
+    let instances: Vec<Config> = ["tracker-a", "tracker-b"]
+        .iter()
+        .map(|service| load(&compose_environment(&compose, service)))
+        .collect();
+    for config in &instances {
+        assert_eq!(config.cluster.redis, "redis://redis:6379");
+        assert_eq!(config.cluster.namespace, instances[0].cluster.namespace);
+        assert_eq!(config.udp.secret, instances[0].udp.secret);
+        assert!(config.udp.secret.len() >= 32);
+        // The same keys as the single tracker: torrents work on every instance.
+        assert_eq!(config.auth.jwks_url, single.auth.jwks_url);
+        assert_eq!(config.auth.issuer, single.auth.issuer);
+    }
+    assert!(compose.contains("  redis:\n    profiles: [\"cluster\"]"));
+    for service in ["tracker-a", "tracker-b"] {
+        assert!(
+            compose.contains(&format!("  {service}:\n    profiles: [\"cluster\"]")),
+            "{service} belongs to the cluster profile"
+        );
+    }
+}
+
+#[test]
 fn the_dockerfile_builds_in_stages_runs_unprivileged_and_exposes_the_configured_ports() {
     let dockerfile = read("Dockerfile");
     let stages = dockerfile

@@ -150,6 +150,12 @@ pub fn decode_peer(field: &[u8], value: &[u8], unix_now: u64) -> Result<StoredPe
     let field: &Field = field
         .try_into()
         .map_err(|_| WireError::Length(field.len()))?;
+    if let Some(&flags) = value.first()
+        && flags & STOPPED != 0
+    {
+        // Only batches carry stops; a stored peer is listed.
+        return Err(WireError::Flags(flags));
+    }
     let mut reader = Reader {
         bytes: value,
         at: 0,
@@ -450,6 +456,11 @@ mod tests {
         assert_eq!(
             decode_peer(&field(&peer), &stored, 0),
             Err(WireError::Flags(0x80))
+        );
+        stored[0] = STOPPED;
+        assert_eq!(
+            decode_peer(&field(&peer), &stored, 0),
+            Err(WireError::Flags(STOPPED))
         );
         assert_eq!(decode_peer(&[0; 5], &stored, 0), Err(WireError::Length(5)));
         assert_eq!(

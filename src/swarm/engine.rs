@@ -97,8 +97,8 @@ pub struct Engine {
     compact: bool,
     /// See [`EngineConfig::expiry_step`], in seconds.
     expiry_step_secs: u32,
-    /// Changes each shard's feed holds; zero when there is no feed.
-    feed_per_shard: usize,
+    /// How many changes the feed may hold, over all shards.
+    feed: FeedBudget,
 }
 
 type FastMap<K, V> = HashMap<K, V, RandomState>;
@@ -122,6 +122,32 @@ struct Shard {
     changes_dropped: u64,
 }
 
+/// The feed's bound, shared by the shards: one hot swarm (a layer a whole
+/// fleet pulls at once) lives in one shard, so a per-shard bound would drop
+/// its changes while the other shards' room sat unused.
+struct FeedBudget {
+    capacity: usize,
+    /// Changes recorded and not drained yet.
+    pending: AtomicUsize,
+}
+
+impl FeedBudget {
+    /// Takes room for one change; false when the feed is full (or absent).
+    fn admit(&self) -> bool {
+        if self.pending.fetch_add(1, Ordering::Relaxed) < self.capacity {
+            true
+        } else {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Gives back the room of `drained` changes.
+    fn release(&self, drained: usize) {
+        self.pending.fetch_sub(drained, Ordering::Relaxed);
+    }
+}
+
 /// A change as the shard records it (expiry in engine seconds).
 #[derive(Debug, Clone, Copy)]
 struct Recorded {
@@ -141,12 +167,9 @@ struct Listed {
 }
 
 impl Shard {
-    /// Appends to the feed when there is one and it has room.
-    fn record(&mut self, capacity: usize, change: Recorded) {
-        if capacity == 0 {
-            return;
-        }
-        if self.changes.len() < capacity {
+    /// Appends to the feed if it has room, else counts the drop.
+    fn record(&mut self, feed: &FeedBudget, change: Recorded) {
+        if feed.admit() {
             self.changes.push(change);
         } else {
             self.changes_dropped += 1;
@@ -242,7 +265,10 @@ impl Engine {
             swarms: AtomicUsize::new(0),
             compact: true,
             expiry_step_secs: u32::try_from(config.expiry_step.as_secs()).unwrap_or(u32::MAX),
-            feed_per_shard: config.change_feed.div_ceil(config.shards.max(1)),
+            feed: FeedBudget {
+                capacity: config.change_feed,
+                pending: AtomicUsize::new(0),
+            },
         }
     }
 
@@ -308,7 +334,7 @@ impl Engine {
                     listed,
                     kind: ChangeKind::Stopped,
                 };
-                shard.record(self.feed_per_shard, change);
+                shard.record(&self.feed, change);
             }
             return AnnounceResponse {
                 stats,
@@ -370,7 +396,7 @@ impl Engine {
             });
         let stats = swarm.stats();
         if let Some(change) = change {
-            shard.record(self.feed_per_shard, change);
+            shard.record(&self.feed, change);
         }
         shard.count(&self.peers, before, stats);
         for peer in &peers {
@@ -430,13 +456,13 @@ impl Engine {
             let mut shard = shard.lock();
             let shard = &mut *shard;
             let (mut seeders, mut leechers) = (0, 0);
-            let (feed, feed_per_shard) = (self.feeds(), self.feed_per_shard);
+            let (feeds, feed) = (self.feeds(), &self.feed);
             let (changes, dropped) = (&mut shard.changes, &mut shard.changes_dropped);
             shard.swarms.retain(|info_hash, swarm| {
-                if feed {
+                if feeds {
                     swarm.for_each_peer(|id, listed| {
                         if listed.expires_at <= now_secs {
-                            if changes.len() < feed_per_shard {
+                            if feed.admit() {
                                 changes.push(Recorded {
                                     info_hash: *info_hash,
                                     id: *id,
@@ -673,6 +699,7 @@ impl Engine {
         };
         let now_secs = self.secs(now);
         let mut shard = shard.lock();
+        self.feed.release(shard.changes.len());
         out.extend(shard.changes.drain(..).map(|recorded| PeerChange {
             info_hash: recorded.info_hash,
             peer: recorded.listed.stored(recorded.id, now_secs),
@@ -683,7 +710,7 @@ impl Engine {
 
     /// Whether announces record changes.
     fn feeds(&self) -> bool {
-        self.feed_per_shard > 0
+        self.feed.capacity > 0
     }
 
     /// The expiry of a peer announcing at `now_secs`: one lifetime later,
@@ -1692,10 +1719,15 @@ mod tests {
         for n in 0..10 {
             engine.announce(&announce(n, 10, Event::Started, 5), now, rng);
         }
-        // One torrent, so one shard of capacity 4 / 4 shards = 1.
+        // One torrent, one shard: it may use the whole feed.
         let (changes, dropped) = drain(&engine, now);
-        assert_eq!((changes.len(), dropped), (1, 9));
+        assert_eq!((changes.len(), dropped), (4, 6));
         assert_eq!(drain(&engine, now), (Vec::new(), 0));
+        // Draining gave the room back.
+        for n in 10..14 {
+            engine.announce(&announce(n, 10, Event::Started, 5), now, rng);
+        }
+        assert_eq!(drain(&engine, now).0.len(), 4);
 
         let quiet = engine_with_lifetime(100);
         quiet.announce(&announce(1, 10, Event::Started, 5), now, rng);

@@ -153,6 +153,17 @@ impl RedisProcess {
         }
     }
 
+    /// Sends `signal` (SIGSTOP freezes it with its sockets open: a network
+    /// split as the instances see it; SIGCONT thaws it).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
     /// Whether it was started as a cluster node.
     pub fn is_cluster_node(&self) -> bool {
         self.cluster

@@ -1,0 +1,222 @@
+//! Several tracker processes on Redis, with the real binary and real Redis:
+//! a three-node Redis Cluster spreads the swarms over its nodes; `kill -9`
+//! of an instance loses no peer; an instance that joins a running cluster
+//! serves full swarms from its first answer; a Redis restart leaves the
+//! instances answering, says so, and they resynchronise when it returns.
+//! Every wait is on a state (a metric, an answer), never a window of time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::redis::{RedisCluster, RedisProcess};
+use common::*;
+
+/// An instance of the cluster at `urls`, namespace `namespace`, no snapshot.
+fn instance(dir: &Path, name: &str, urls: &str, namespace: &str) -> TrackerProcess {
+    TrackerProcess::start(
+        dir,
+        name,
+        &format!(
+            "[store]\nsnapshot_path = \"\"\n[cluster]\nredis = \"{urls}\"\nnamespace = \"{namespace}\"\ntimeout = \"500ms\"\n"
+        ),
+    )
+}
+
+/// Waits until `check` holds for the instance's metrics.
+async fn wait_for_metrics(
+    tracker: &TrackerProcess,
+    what: &str,
+    check: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = scrape_metrics(tracker.admin).await;
+        if check(&metrics) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {metrics:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn peers_held(metrics: &std::collections::HashMap<String, f64>) -> f64 {
+    sample(metrics, "swarmgate_peers{role=\"seeder\"}")
+        + sample(metrics, "swarmgate_peers{role=\"leecher\"}")
+}
+
+fn ports(peers: &[SocketAddr]) -> Vec<u16> {
+    let mut ports: Vec<u16> = peers.iter().map(SocketAddr::port).collect();
+    ports.sort_unstable();
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_no_peer_is_lost_to_kill_9_and_a_joiner_answers_in_full_at_once() {
+    let dir = temp_dir("cluster-kill");
+    let redis = RedisCluster::start(&dir);
+    let urls = redis.urls();
+    let a = instance(&dir, "a", &urls, "kill");
+    let b = instance(&dir, "b", &urls, "kill");
+    // 30 torrents, three peers each (peer 1 seeds), all announced to A.
+    for torrent in 1..=30u8 {
+        for peer in 1..=3u8 {
+            a.announce(torrent, peer, u64::from(peer != 1)).await;
+        }
+    }
+    wait_for_metrics(&b, "held A's 90 peers", |m| peers_held(m) == 90.0).await;
+    // The swarms spread over the nodes by their hash tags.
+    let holding = redis.nodes.iter().filter(|node| node.dbsize() > 0).count();
+    let keys: u64 = redis.nodes.iter().map(RedisProcess::dbsize).sum();
+    assert_eq!(keys, 30, "one hash per swarm");
+    assert!(holding >= 2, "30 swarms all on one node of three");
+
+    a.signal(libc::SIGKILL);
+    drop(a);
+    // B answers every swarm in full, with the counts.
+    for torrent in 1..=30u8 {
+        let (complete, incomplete, peers) = b.announce(torrent, 40, 100).await;
+        assert_eq!((complete, incomplete), (1, 3), "torrent {torrent}");
+        assert_eq!(ports(&peers), [7001, 7002, 7003], "torrent {torrent}");
+    }
+    // A new instance's first answers are complete: it read Redis before serving.
+    let c = instance(&dir, "c", &urls, "kill");
+    let resynced = c.logged("resynchronised");
+    assert_eq!(resynced["fields"]["redis_cluster"].as_bool(), Some(true));
+    assert_eq!(resynced["fields"]["nodes"].as_u64(), Some(3));
+    for torrent in 1..=30u8 {
+        let (complete, incomplete, peers) = c.announce(torrent, 50, 100).await;
+        // B's announcer (peer 40) may or may not have replicated yet; A's three have.
+        assert_eq!(complete, 1, "torrent {torrent}");
+        assert!(incomplete >= 3, "torrent {torrent}: {incomplete}");
+        assert!(
+            [7001, 7002, 7003]
+                .iter()
+                .all(|port| ports(&peers).contains(port)),
+            "torrent {torrent}: {peers:?}"
+        );
+    }
+    drop((b, c));
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_instances_answer_and_they_resynchronise_when_it_returns() {
+    let dir = temp_dir("cluster-redis-restart");
+    let mut redis = RedisProcess::start(&dir, false);
+    let url = redis.url();
+    let a = instance(&dir, "a", &url, "restart");
+    let b = instance(&dir, "b", &url, "restart");
+    for peer in 1..=3u8 {
+        a.announce(1, peer, 100).await;
+    }
+    wait_for_metrics(&b, "held A's 3 peers", |m| peers_held(m) == 3.0).await;
+
+    redis.kill();
+    for tracker in [&a, &b] {
+        wait_for_metrics(tracker, "reported the link down", |m| {
+            sample(m, "swarmgate_cluster_link_up") == 0.0
+        })
+        .await;
+        let (status, body) = get(tracker.admin, "/readyz").await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "still serving: {body}");
+        assert!(body.contains("cluster link to Redis is down"), "{body}");
+    }
+    // Both keep answering from what they hold, and take new peers.
+    let (_, incomplete, peers) = a.announce(1, 4, 100).await;
+    assert_eq!((incomplete, ports(&peers)), (4, vec![7001, 7002, 7003]));
+    let (_, _, peers) = b.announce(1, 5, 100).await;
+    assert_eq!(ports(&peers), [7001, 7002, 7003]);
+
+    // Redis returns empty (it keeps nothing); both reconnect and refill it.
+    let redis = RedisProcess::start_on(&dir, redis.port, false);
+    for tracker in [&a, &b] {
+        wait_for_metrics(tracker, "reconnected", |m| {
+            sample(m, "swarmgate_cluster_link_up") == 1.0
+        })
+        .await;
+    }
+    // What each took while apart reaches the other.
+    wait_for_metrics(&a, "learned B's peer", |m| peers_held(m) == 5.0).await;
+    wait_for_metrics(&b, "learned A's peer", |m| peers_held(m) == 5.0).await;
+    let (_, incomplete, peers) = b.announce(1, 6, 100).await;
+    assert_eq!(
+        (incomplete, ports(&peers)),
+        (6, vec![7001, 7002, 7003, 7004, 7005])
+    );
+    // And a newcomer reads all of it from Redis before its first answer.
+    let c = instance(&dir, "c", &url, "restart");
+    let (_, _, peers) = c.announce(1, 7, 100).await;
+    assert!(
+        [7001, 7002, 7003, 7004, 7005]
+            .iter()
+            .all(|port| ports(&peers).contains(port)),
+        "{peers:?}"
+    );
+    let metrics = scrape_metrics(a.admin).await;
+    assert!(sample(&metrics, "swarmgate_cluster_resyncs_total{result=\"ok\"}") >= 2.0);
+    assert!(
+        sample(
+            &metrics,
+            "swarmgate_cluster_resyncs_total{result=\"error\"}"
+        ) >= 1.0
+    );
+    drop((a, b, c, redis));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_starts_while_redis_is_down_serves_and_joins_later() {
+    let dir = temp_dir("cluster-late-redis");
+    // A port with nothing listening yet.
+    let probe = RedisProcess::start(&dir, false);
+    let port = probe.port;
+    drop(probe);
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = instance(&dir, "a", &url, "late");
+    let (_, incomplete, _) = a.announce(1, 1, 100).await;
+    assert_eq!(incomplete, 1, "serves without Redis");
+    let redis = RedisProcess::start_on(&dir, port, false);
+    wait_for_metrics(&a, "connected", |m| {
+        sample(m, "swarmgate_cluster_link_up") == 1.0
+    })
+    .await;
+    // Its peer was pushed to Redis at the resync: a newcomer sees it.
+    let b = instance(&dir, "b", &url, "late");
+    let (_, _, peers) = b.announce(1, 2, 100).await;
+    assert_eq!(ports(&peers), [7001]);
+    drop((a, b, redis));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_without_closing_counts_as_down() {
+    let dir = temp_dir("cluster-frozen-redis");
+    let redis = RedisProcess::start(&dir, false);
+    let url = redis.url();
+    let a = instance(&dir, "a", &url, "frozen");
+    let b = instance(&dir, "b", &url, "frozen");
+    a.announce(1, 1, 100).await;
+    wait_for_metrics(&b, "held A's peer", |m| peers_held(m) == 1.0).await;
+    // Frozen: every socket stays open, nothing answers (a split, seen from here).
+    redis.signal(libc::SIGSTOP);
+    for tracker in [&a, &b] {
+        wait_for_metrics(tracker, "noticed the silence", |m| {
+            sample(m, "swarmgate_cluster_link_up") == 0.0
+        })
+        .await;
+    }
+    let (_, incomplete, peers) = b.announce(1, 2, 100).await;
+    assert_eq!((incomplete, ports(&peers)), (2, vec![7001]));
+    redis.signal(libc::SIGCONT);
+    wait_for_metrics(&a, "learned B's peer after the thaw", |m| {
+        peers_held(m) == 2.0
+    })
+    .await;
+    drop((a, b, redis));
+    let _ = std::fs::remove_dir_all(&dir);
+}
