@@ -71,11 +71,12 @@ fn run(
     sizes: &[u32],
     locality: fn() -> LocalitySettings,
     addr: fn(u32) -> SocketAddr,
+    config: EngineConfig,
 ) {
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     for &size in sizes {
-        let engine = Engine::with_locality(EngineConfig::default(), locality());
+        let engine = Engine::with_locality(config, locality());
         let now = Instant::now();
         let mut rng = SmallRng::seed_from_u64(1);
         for n in 0..size {
@@ -104,6 +105,21 @@ fn announce(c: &mut Criterion) {
         &[10, 100, 1_000, 100_000],
         LocalitySettings::default,
         spread,
+        EngineConfig::default(),
+    );
+    // Cluster mode: the change feed on. A re-announce within its expiry
+    // step records nothing, but looks the peer up before and after.
+    run(
+        c,
+        "engine_announce_fed",
+        &[10, 100_000],
+        LocalitySettings::default,
+        spread,
+        EngineConfig {
+            expiry_step: std::time::Duration::from_secs(120),
+            change_feed: 262_144,
+            ..EngineConfig::default()
+        },
     );
     run(
         c,
@@ -114,6 +130,7 @@ fn announce(c: &mut Criterion) {
             ..LocalitySettings::default()
         },
         spread,
+        EngineConfig::default(),
     );
     run(
         c,
@@ -121,6 +138,7 @@ fn announce(c: &mut Criterion) {
         &[10, 100, 1_000, 100_000],
         sites,
         placed,
+        EngineConfig::default(),
     );
 }
 

@@ -117,6 +117,12 @@ impl Metrics {
             ),
             (
                 Kind::Counter,
+                "swarmgate_cluster_write_refusals_total",
+                None,
+                "Batches Redis refused in part (a key of another type, out of memory, an ACL); the rest was written",
+            ),
+            (
+                Kind::Counter,
                 "swarmgate_cluster_resyncs_total",
                 None,
                 "Connections to Redis with a full resynchronisation, by result",

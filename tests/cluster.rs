@@ -220,3 +220,64 @@ async fn a_redis_that_stops_answering_without_closing_counts_as_down() {
     drop((a, b, redis));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_state_in_redis_is_counted_and_never_breaks_the_cluster() {
+    let dir = temp_dir("cluster-damage");
+    let redis = RedisProcess::start(&dir, false);
+    let url = redis.url();
+    let hex = |torrent: u8| format!("{torrent:02x}").repeat(20);
+    // Torrent 1's hash is a string instead; torrent 2's holds garbage.
+    let string_key = format!("damage:{{{}}}:p", hex(1));
+    assert!(
+        redis
+            .command(&["SET", &string_key, "not a hash"])
+            .is_some_and(|r| r.starts_with("+OK"))
+    );
+    let garbage_key = format!("damage:{{{}}}:p", hex(2));
+    redis.command(&["HSET", &garbage_key, "short", "garbage"]);
+    let a = instance(&dir, "a", &url, "damage");
+    let b = instance(&dir, "b", &url, "damage");
+    let metrics = scrape_metrics(b.admin).await;
+    assert!(
+        sample(
+            &metrics,
+            "swarmgate_cluster_corrupt_total{source=\"redis\"}"
+        ) >= 1.0
+    );
+    assert_eq!(sample(&metrics, "swarmgate_cluster_link_up"), 1.0);
+
+    // Redis refuses the write to torrent 1 (WRONGTYPE); B still learns the
+    // peer through the channel, and the link stays up.
+    a.announce(1, 1, 100).await;
+    a.announce(2, 2, 100).await;
+    wait_for_metrics(&b, "learned both peers", |m| peers_held(m) == 2.0).await;
+    wait_for_metrics(&a, "counted the refusal", |m| {
+        sample(m, "swarmgate_cluster_write_refusals_total") >= 1.0
+    })
+    .await;
+    // Garbage on the channel: ignored and counted by both.
+    redis.command(&["PUBLISH", "damage:changes", "garbage"]);
+    for tracker in [&a, &b] {
+        wait_for_metrics(tracker, "counted the garbage batch", |m| {
+            sample(m, "swarmgate_cluster_corrupt_total{source=\"channel\"}") >= 1.0
+        })
+        .await;
+        let metrics = scrape_metrics(tracker.admin).await;
+        assert_eq!(sample(&metrics, "swarmgate_cluster_link_up"), 1.0);
+        assert_eq!(
+            sample(&metrics, "swarmgate_cluster_resyncs_total{result=\"ok\"}"),
+            1.0
+        );
+    }
+    // A newcomer resynchronises past both damaged keys.
+    let c = instance(&dir, "c", &url, "damage");
+    assert_eq!(
+        c.logged("resynchronised")["fields"]["pulled"].as_u64(),
+        Some(1)
+    );
+    let (_, _, peers) = c.announce(2, 3, 100).await;
+    assert_eq!(ports(&peers), [7002]);
+    drop((a, b, c, redis));
+    let _ = std::fs::remove_dir_all(&dir);
+}

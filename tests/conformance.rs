@@ -37,6 +37,8 @@ struct Deployment {
     instances: Vec<Server>,
     /// Snapshot mode: the configuration each check restarts the instance with.
     restart: Option<Config>,
+    /// Peers each instance handed out since it started.
+    handed: Vec<u64>,
     _redis: Option<Box<dyn std::any::Any>>,
 }
 
@@ -69,6 +71,7 @@ impl Deployment {
             name: "single instance",
             instances: vec![start(config(None)).await],
             restart: None,
+            handed: vec![0],
             _redis: None,
         }
     }
@@ -80,6 +83,7 @@ impl Deployment {
             name: "single instance, restarted from its snapshot",
             instances: vec![start(config.clone()).await],
             restart: Some(config),
+            handed: vec![0],
             _redis: None,
         }
     }
@@ -95,6 +99,7 @@ impl Deployment {
             name: "two instances, standalone Redis",
             instances,
             restart: None,
+            handed: vec![0, 0],
             _redis: Some(Box::new(redis)),
         }
     }
@@ -110,6 +115,7 @@ impl Deployment {
             name: "two instances, Redis Cluster of three",
             instances,
             restart: None,
+            handed: vec![0, 0],
             _redis: Some(Box::new(redis)),
         }
     }
@@ -128,6 +134,7 @@ impl Deployment {
                 server.shutdown().await;
             }
             self.instances.push(start(config.clone()).await);
+            self.handed = vec![0];
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -151,43 +158,51 @@ impl Deployment {
         }
     }
 
+    /// An announce of torrent 1 from `source` to instance `turn`:
+    /// (complete, incomplete, peers). Counts what each instance handed out.
+    async fn ask(
+        &mut self,
+        turn: usize,
+        source: &str,
+        peer: u8,
+        port: u16,
+        left: u64,
+        extra: &str,
+    ) -> (i64, i64, Vec<SocketAddr>) {
+        let client = reqwest::Client::builder()
+            .local_address(source.parse::<IpAddr>().expect("ip"))
+            .build()
+            .expect("client");
+        let query = announce_query(1, peer, port, left, &format!("&compact=1{extra}"));
+        let body = client
+            .get(format!("http://{}/announce?{query}", self.http(turn)))
+            .send()
+            .await
+            .expect("sent")
+            .bytes()
+            .await
+            .expect("body");
+        assert_eq!(failure(&body), None);
+        let reply = dict(&body);
+        let peers = compact_peers(&reply);
+        let instances = self.instances.len();
+        self.handed[turn % instances] += peers.len() as u64;
+        (int(&reply, "complete"), int(&reply, "incomplete"), peers)
+    }
+
+    /// Every peer an instance handed out is counted under one tier.
+    fn check_tier_counts(&self) {
+        for (server, handed) in self.instances.iter().zip(&self.handed) {
+            let counted: u64 = server.engine.tier_counts().0.iter().sum();
+            assert_eq!(counted, *handed, "{}: peers counted by tier", self.name);
+        }
+    }
+
     async fn shutdown(self) {
         for server in self.instances {
             server.shutdown().await;
         }
     }
-}
-
-/// An announce from `source` to `tracker`: (complete, incomplete, peers).
-async fn announce(
-    tracker: SocketAddr,
-    source: &str,
-    torrent: u8,
-    peer: u8,
-    port: u16,
-    left: u64,
-    extra: &str,
-) -> (i64, i64, Vec<SocketAddr>) {
-    let client = reqwest::Client::builder()
-        .local_address(source.parse::<IpAddr>().expect("ip"))
-        .build()
-        .expect("client");
-    let query = announce_query(torrent, peer, port, left, &format!("&compact=1{extra}"));
-    let body = client
-        .get(format!("http://{tracker}/announce?{query}"))
-        .send()
-        .await
-        .expect("sent")
-        .bytes()
-        .await
-        .expect("body");
-    assert_eq!(failure(&body), None);
-    let reply = dict(&body);
-    (
-        int(&reply, "complete"),
-        int(&reply, "incomplete"),
-        compact_peers(&reply),
-    )
 }
 
 fn tier_of(addr: &SocketAddr) -> usize {
@@ -204,34 +219,20 @@ async fn conformance(mut deployment: Deployment) {
     let n = deployment.instances.len();
     // The nine peers, spread over the instances; the announcer too.
     for (i, (ip, port, _)) in PEERS.iter().enumerate() {
-        announce(
-            deployment.http(i),
-            ip,
-            1,
-            i as u8 + 1,
-            *port,
-            100,
-            "&numwant=0",
-        )
-        .await;
+        deployment
+            .ask(i, ip, i as u8 + 1, *port, 100, "&numwant=0")
+            .await;
     }
-    announce(
-        deployment.http(0),
-        ANNOUNCER,
-        1,
-        99,
-        7000,
-        100,
-        "&numwant=0",
-    )
-    .await;
+    deployment
+        .ask(0, ANNOUNCER, 99, 7000, 100, "&numwant=0")
+        .await;
     deployment.settled(0, 10).await;
 
     for turn in 0..n {
-        let tracker = deployment.http(turn);
         // Everyone, nearest tier first, with the counts of all instances.
-        let (complete, incomplete, all) =
-            announce(tracker, ANNOUNCER, 1, 99, 7000, 100, "&numwant=50").await;
+        let (complete, incomplete, all) = deployment
+            .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=50")
+            .await;
         assert_eq!(
             (complete, incomplete, all.len()),
             (0, 10, PEERS.len()),
@@ -239,38 +240,28 @@ async fn conformance(mut deployment: Deployment) {
         );
         let tiers: Vec<usize> = all.iter().map(tier_of).collect();
         assert!(tiers.is_sorted(), "{name}: {all:?} is not ordered by tier");
-        // Fewer slots than peers: the rack, then the zone.
+        // Fewer slots than peers: the rack, then the zone (no seeders, and
+        // 5 slots leave no spill share, so both guards stay out of the way).
         for _ in 0..10 {
-            let (_, _, five) = announce(tracker, ANNOUNCER, 1, 99, 7000, 100, "&numwant=5").await;
+            let (_, _, five) = deployment
+                .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=5")
+                .await;
             let tiers: Vec<usize> = five.iter().map(tier_of).collect();
             assert_eq!(tiers, [0, 0, 1, 1, 2], "{name}, instance {turn}: {five:?}");
         }
     }
+    deployment.check_tier_counts();
 
     // A far seeder, announced to the last instance, is the guard's pick everywhere.
-    announce(
-        deployment.http(n - 1),
-        "127.3.9.9",
-        1,
-        50,
-        7050,
-        0,
-        "&numwant=0",
-    )
-    .await;
+    deployment
+        .ask(n - 1, "127.3.9.9", 50, 7050, 0, "&numwant=0")
+        .await;
     deployment.settled(1, 10).await;
     let guard: SocketAddr = "127.3.9.9:7050".parse().expect("addr");
     for turn in 0..n {
-        let (complete, _, three) = announce(
-            deployment.http(turn),
-            ANNOUNCER,
-            1,
-            99,
-            7000,
-            100,
-            "&numwant=3",
-        )
-        .await;
+        let (complete, _, three) = deployment
+            .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=3")
+            .await;
         assert_eq!(complete, 1, "{name}");
         assert!(
             three.contains(&guard),
@@ -280,26 +271,13 @@ async fn conformance(mut deployment: Deployment) {
 
     // A leecher completing on one instance is a seeder on all; a peer
     // stopping on another is gone from all; scrape counts agree.
-    announce(
-        deployment.http(0),
-        PEERS[0].0,
-        1,
-        1,
-        PEERS[0].1,
-        0,
-        "&event=completed&numwant=0",
-    )
-    .await;
-    announce(
-        deployment.http(n - 1),
-        PEERS[8].0,
-        1,
-        9,
-        PEERS[8].1,
-        100,
-        "&event=stopped",
-    )
-    .await;
+    let (first, last) = (PEERS[0], PEERS[8]);
+    deployment
+        .ask(0, first.0, 1, first.1, 0, "&event=completed&numwant=0")
+        .await;
+    deployment
+        .ask(n - 1, last.0, 9, last.1, 100, "&event=stopped")
+        .await;
     deployment.settled(2, 8).await;
     let mut scrapes = Vec::new();
     for turn in 0..n {
@@ -310,26 +288,18 @@ async fn conformance(mut deployment: Deployment) {
         .await;
         assert_eq!(status, 200);
         scrapes.push(body);
-        let (complete, incomplete, all) = announce(
-            deployment.http(turn),
-            ANNOUNCER,
-            1,
-            99,
-            7000,
-            100,
-            "&numwant=50",
-        )
-        .await;
+        let (complete, incomplete, all) = deployment
+            .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=50")
+            .await;
         assert_eq!((complete, incomplete), (2, 8), "{name}");
-        assert!(
-            !all.contains(&"127.9.9.3:7009".parse().expect("addr")),
-            "{name}: stopped peer handed out"
-        );
+        let stopped = SocketAddr::new(last.0.parse().expect("ip"), last.1);
+        assert!(!all.contains(&stopped), "{name}: stopped peer handed out");
     }
     assert!(
         scrapes.windows(2).all(|pair| pair[0] == pair[1]),
         "{name}: scrapes differ"
     );
+    deployment.check_tier_counts();
     deployment.shutdown().await;
 }
 

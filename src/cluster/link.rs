@@ -39,6 +39,16 @@ pub enum LinkError {
         /// What happened.
         source: redis::RedisError,
     },
+    /// Redis refused some commands of a write (a key of another type where a
+    /// swarm hash belongs, out of memory, an ACL): the others were applied,
+    /// and the link itself is fine.
+    #[error("Redis refused part of a write on {node}: {source}")]
+    Refused {
+        /// The node.
+        node: String,
+        /// What it said.
+        source: redis::RedisError,
+    },
     /// `CLUSTER SLOTS` answered something this code cannot use.
     #[error("Redis Cluster slot map unusable: {0}")]
     Topology(String),
@@ -187,14 +197,30 @@ impl Link {
                 pipeline
                     .query_async::<()>(&mut connection)
                     .await
-                    .map_err(|source| LinkError::Command {
-                        op: "write",
-                        node: node.name.clone(),
-                        source,
+                    .map_err(|source| {
+                        let node = node.name.clone();
+                        if is_refusal(&source) {
+                            LinkError::Refused { node, source }
+                        } else {
+                            LinkError::Command {
+                                op: "write",
+                                node,
+                                source,
+                            }
+                        }
                     })
             });
         let results = bounded(self.timeout, "write", futures_util::future::join_all(runs)).await?;
-        results.into_iter().collect()
+        // A failed link outranks a refusal: the caller must reconnect.
+        let mut refused = None;
+        for result in results {
+            match result {
+                Ok(()) => {}
+                Err(refusal @ LinkError::Refused { .. }) => refused = Some(refusal),
+                Err(failure) => return Err(failure),
+            }
+        }
+        refused.map_or(Ok(()), Err)
     }
 
     /// Publishes `payload` on `channel` (a cluster relays it to every node's subscribers).
@@ -263,6 +289,10 @@ impl Link {
                         .arg(pattern)
                         .arg("COUNT")
                         .arg(512)
+                        // Another program's key of another type under our
+                        // prefix is skipped, not a failed resync.
+                        .arg("TYPE")
+                        .arg("hash")
                         .query_async(&mut connection),
                 )
                 .await?
@@ -299,6 +329,20 @@ pub async fn next_message(stream: &mut PubSubStream) -> Option<Vec<u8>> {
         .next()
         .await
         .map(|message| message.get_payload_bytes().to_vec())
+}
+
+/// Whether Redis answered a command with a refusal that leaves the
+/// connection and the slot map as they were (`WRONGTYPE`, `OOM`, `NOPERM`),
+/// rather than a failure that calls for a reconnect (I/O, timeouts,
+/// `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, `LOADING`).
+fn is_refusal(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        error.kind(),
+        ErrorKind::Extension
+            | ErrorKind::Server(ServerErrorKind::ResponseError)
+            | ErrorKind::Server(ServerErrorKind::NoPerm)
+    )
 }
 
 async fn open(info: ConnectionInfo, timeout: Duration) -> Result<Node, LinkError> {

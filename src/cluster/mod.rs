@@ -85,6 +85,7 @@ struct ClusterMetrics {
     applied: Counter,
     corrupt_batches: Counter,
     corrupt_values: Counter,
+    refusals: Counter,
     resyncs_ok: Counter,
     resyncs_failed: Counter,
     resync_pulled: Gauge,
@@ -103,6 +104,7 @@ impl ClusterMetrics {
                 .counter("swarmgate_cluster_corrupt_total", &[("source", "channel")]),
             corrupt_values: metrics
                 .counter("swarmgate_cluster_corrupt_total", &[("source", "redis")]),
+            refusals: metrics.counter("swarmgate_cluster_write_refusals_total", &[]),
             resyncs_ok: metrics.counter("swarmgate_cluster_resyncs_total", &[("result", "ok")]),
             resyncs_failed: metrics
                 .counter("swarmgate_cluster_resyncs_total", &[("result", "error")]),
@@ -345,7 +347,15 @@ impl Cluster {
                 }
             }
         }
-        link.run(&pipelines).await?;
+        match link.run(&pipelines).await {
+            Ok(()) => {}
+            Err(refused @ LinkError::Refused { .. }) => {
+                // The rest of the batch was written; the channel still carries all of it.
+                self.metrics.refusals.increment(1);
+                tracing::warn!(error = %refused, "cluster: Redis refused part of a batch; the other instances still get it through the channel");
+            }
+            Err(failure) => return Err(failure),
+        }
         // Encoded before anything is awaited; at least one batch (the heartbeat).
         let mut batches = vec![wire::BatchEncoder::new(self.instance, unix_micros())];
         for change in changes.iter().filter(|c| c.kind != ChangeKind::Expired) {
