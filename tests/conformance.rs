@@ -185,6 +185,29 @@ impl Deployment {
         assert_eq!(failure(&body), None);
         let reply = dict(&body);
         let peers = compact_peers(&reply);
+        // The handout invariants, on every answer of every mode: never the
+        // announcer itself, never a peer twice, never more than asked for.
+        let me = SocketAddr::new(source.parse().expect("ip"), port);
+        assert!(
+            !peers.contains(&me),
+            "{}: handed itself: {peers:?}",
+            self.name
+        );
+        let mut unique = peers.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            peers.len(),
+            "{}: duplicates: {peers:?}",
+            self.name
+        );
+        let numwant = extra
+            .split("numwant=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next()?.parse::<usize>().ok())
+            .unwrap_or(50);
+        assert!(peers.len() <= numwant, "{}: {peers:?}", self.name);
         let instances = self.instances.len();
         self.handed[turn % instances] += peers.len() as u64;
         (int(&reply, "complete"), int(&reply, "incomplete"), peers)
@@ -299,6 +322,18 @@ async fn conformance(mut deployment: Deployment) {
         scrapes.windows(2).all(|pair| pair[0] == pair[1]),
         "{name}: scrapes differ"
     );
+    // A seeder is handed leechers only, on every instance.
+    let seeder = SocketAddr::new(first.0.parse().expect("ip"), first.1);
+    for turn in 0..n {
+        let (_, _, all) = deployment
+            .ask(turn, "127.3.9.9", 50, 7050, 0, "&numwant=50")
+            .await;
+        assert_eq!(all.len(), 8, "{name}: {all:?}");
+        assert!(
+            !all.contains(&seeder),
+            "{name}: a seeder got a seeder: {all:?}"
+        );
+    }
     deployment.check_tier_counts();
     deployment.shutdown().await;
 }
