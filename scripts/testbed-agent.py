@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""One BitTorrent agent of the testbed (scripts/testbed), run inside its own
+network namespace: a libtorrent session with DHT, LSD, PEX, UPnP and NAT-PMP
+off, so peers come only from the tracker.
+
+It prints one JSON line when its torrent is complete ({"done": seconds since
+start}), then seeds until its standard input closes, and prints a last line
+with its totals. The origin runs it with --seed (the file is already there).
+Alerts are polled with pop_alerts(): Debian's libtorrent 2.0.8 binding can
+crash in wait_for_alert().
+"""
+
+import argparse
+import json
+import select
+import sys
+import time
+
+import libtorrent as lt
+
+
+def probe(torrent, source, left):
+    """One announce with numwant=1 from `source` (an address of this
+    namespace) to the torrent's tracker: which peer comes first."""
+    import http.client
+    import ipaddress
+    import urllib.parse
+
+    info = lt.torrent_info(torrent)
+    family_v6 = ":" in source
+    url = next(t.url for t in info.trackers() if ("[" in t.url) == family_v6)
+    parts = urllib.parse.urlsplit(url)
+    info_hash = urllib.parse.quote_from_bytes(bytes.fromhex(str(info.info_hash())))
+    query = f"{parts.query}&info_hash={info_hash}&peer_id=-TBPROBE-00000000000&port=9&uploaded=0&downloaded=0&left={left}&numwant=1&compact=1"
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10, source_address=(source, 0))
+    connection.request("GET", f"{parts.path}?{query}")
+    body = connection.getresponse().read()
+    reply = lt.bdecode(body)
+    peers = []
+    for key, width in ((b"peers", 4), (b"peers6", 16)):
+        blob = reply.get(key, b"")
+        for i in range(0, len(blob), width + 2):
+            ip = ipaddress.ip_address(blob[i:i + width])
+            peers.append(f"{ip}")
+    print(json.dumps({"peers": peers, "failure": reply.get(b"failure reason", b"").decode()}), flush=True)
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--probe":
+        probe(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--torrent", required=True)
+    parser.add_argument("--save", required=True)
+    parser.add_argument("--listen", required=True, help="address:port (IPv6 in brackets)")
+    parser.add_argument("--numwant", type=int, default=5)
+    parser.add_argument("--seed", action="store_true")
+    parser.add_argument("--deadline", type=float, default=300.0)
+    args = parser.parse_args()
+
+    settings = {
+        "listen_interfaces": args.listen,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "num_want": args.numwant,
+        # The torrent lists the tracker over IPv4 and IPv6; an IPv6-only
+        # agent reaches only the second, a dual-stack one both.
+        "announce_to_all_tiers": True,
+        "announce_to_all_trackers": True,
+        # Fewer connections than agents, so whom the tracker hands out matters.
+        "connections_limit": 16,
+        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+    }
+    # flags=0: no default plugins, so no ut_pex peer exchange.
+    session = lt.session(settings, 0)
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(args.torrent)
+    params.save_path = args.save
+    if args.seed:
+        params.flags |= lt.torrent_flags.seed_mode
+    handle = session.add_torrent(params)
+    started = time.time()
+    done = args.seed
+    if done:
+        print(json.dumps({"done": 0.0}), flush=True)
+    while True:
+        session.pop_alerts()
+        status = handle.status()
+        if not done and status.is_seeding:
+            done = True
+            print(json.dumps({"done": round(time.time() - started, 3)}), flush=True)
+        if not done and time.time() - started > args.deadline:
+            print(json.dumps({"timeout": round(status.progress, 4)}), flush=True)
+            break
+        # Seed on until the testbed closes our stdin.
+        readable, _, _ = select.select([sys.stdin], [], [], 0.1)
+        if readable and not sys.stdin.read(1):
+            break
+    status = handle.status()
+    print(
+        json.dumps(
+            {
+                "uploaded": status.all_time_upload,
+                "downloaded": status.all_time_download,
+                "peers_seen": status.list_peers,
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

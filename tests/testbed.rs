@@ -1,0 +1,72 @@
+//! The network testbed's small variant (`scripts/testbed --small`): 8
+//! libtorrent agents in their own network namespaces, 2 regions x 1 zone x
+//! 2 racks, shaped links, an 8 MiB layer, bytes counted on the routers'
+//! interfaces. It needs root, `ip netns` and `tc`; without them the script
+//! prints one line saying why and this test passes having checked nothing
+//! (it says so). Only behaviour is asserted, never timings.
+
+use std::process::Command;
+
+#[test]
+fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
+    let out = std::env::temp_dir().join(format!("swarmgate-testbed-{}.json", std::process::id()));
+    let run = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testbed"))
+        .args([
+            "--small",
+            "--timeout",
+            "120",
+            "--binary",
+            env!("CARGO_BIN_EXE_swarmgate"),
+        ])
+        .arg("--json")
+        .arg(&out)
+        .output()
+        .expect("scripts/testbed runs (python3)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "testbed failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    if let Some(skipped) = stdout.lines().find(|l| l.starts_with("testbed: skipped")) {
+        println!("{skipped}");
+        return;
+    }
+    println!(
+        "{}",
+        stdout
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("results written"))
+            .expect("json");
+    let _ = std::fs::remove_file(&out);
+    let results = report["results"].as_array().expect("results");
+    let by_policy = |name: &str| {
+        results
+            .iter()
+            .find(|r| r["policy"] == name)
+            .unwrap_or_else(|| panic!("no {name} run"))
+    };
+    for result in results {
+        assert_eq!(
+            result["finished"], result["agents"],
+            "every agent finishes under {}: {result}",
+            result["policy"]
+        );
+    }
+    let (tiers, random) = (by_policy("tiers"), by_policy("random"));
+    // Same-rack peers first: a newcomer's first peer is in its rack, in every rack.
+    assert_eq!(tiers["probes_same_rack"], tiers["racks"], "{tiers}");
+    // Cross-region bytes (counted on the core router's links) below random's.
+    let across = |r: &serde_json::Value| r["bytes"]["across_regions"].as_u64().expect("bytes");
+    assert!(
+        across(tiers) < across(random),
+        "tiers sent {} bytes across regions, random {}",
+        across(tiers),
+        across(random)
+    );
+}
