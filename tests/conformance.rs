@@ -91,32 +91,32 @@ impl Deployment {
     async fn redis_pair(dir: &std::path::Path) -> Self {
         let redis = RedisProcess::start(dir, false);
         let url = redis.url();
-        let mut instances = Vec::new();
-        for _ in 0..2 {
-            instances.push(start(config(Some((&url, "conformance")))).await);
-        }
-        Self {
-            name: "two instances, standalone Redis",
-            instances,
-            restart: None,
-            handed: vec![0, 0],
-            _redis: Some(Box::new(redis)),
-        }
+        Self::pair_on("two instances, standalone Redis", &url, Box::new(redis)).await
     }
 
     async fn redis_cluster_pair(dir: &std::path::Path) -> Self {
         let redis = RedisCluster::start(dir);
         let urls = redis.urls();
+        Self::pair_on(
+            "two instances, Redis Cluster of three",
+            &urls,
+            Box::new(redis),
+        )
+        .await
+    }
+
+    /// Two instances on the Redis at `urls`, which `redis` keeps running.
+    async fn pair_on(name: &'static str, urls: &str, redis: Box<dyn std::any::Any>) -> Self {
         let mut instances = Vec::new();
         for _ in 0..2 {
-            instances.push(start(config(Some((&urls, "conformance")))).await);
+            instances.push(start(config(Some((urls, "conformance")))).await);
         }
         Self {
-            name: "two instances, Redis Cluster of three",
+            name,
             instances,
             restart: None,
             handed: vec![0, 0],
-            _redis: Some(Box::new(redis)),
+            _redis: Some(redis),
         }
     }
 
