@@ -193,7 +193,8 @@ impl Tracker {
             udp: SocketAddr::from(([127, 0, 0, 1], udp)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A joiner reads all of Redis before it binds: give it time.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while get(tracker.admin, "/healthz") != b"ok\n" {
             assert!(Instant::now() < deadline, "{name} never served");
             std::thread::sleep(Duration::from_millis(20));
@@ -424,6 +425,22 @@ fn main() {
             percentile(&lags, 0.99),
             lags.last().copied().unwrap_or(f64::NAN)
         );
+    }
+    // A third instance joins: it reads every swarm from Redis before it binds.
+    if b.is_some() {
+        let joined = Instant::now();
+        let c = Tracker::start(&dir, "c", &binary, cluster);
+        let ready = joined.elapsed();
+        let held = metrics(c.admin);
+        let peers = held
+            .get(r#"swarmgate_cluster_resync_peers{way="pulled"}"#)
+            .copied()
+            .unwrap_or(0.0);
+        println!(
+            "join: a new instance served {:.2} s after it started, having pulled {peers:.0} peers from Redis",
+            ready.as_secs_f64()
+        );
+        drop(c);
     }
     drop((a, b));
     if let Some(child) = redis_child.as_mut() {

@@ -261,67 +261,64 @@ impl Link {
         Ok(pubsub.into_on_message())
     }
 
-    /// Calls `each` with every key matching `pattern` on every node and its
-    /// hash's fields and values, a few hundred keys per round trip.
-    pub async fn scan_hashes(
+    /// One page of a scan of node `node`: the keys matching `pattern` from
+    /// `cursor` on, each with its hash's fields and values, and the cursor to
+    /// continue from (0: that node is done). A few hundred keys per round trip.
+    pub async fn scan_page(
         &self,
+        node: usize,
+        cursor: u64,
         pattern: &str,
-        mut each: impl FnMut(&[u8], Vec<(Vec<u8>, Vec<u8>)>),
-    ) -> Result<(), LinkError> {
-        for node in &self.nodes {
-            let mut connection = node.connection.clone();
-            let failed = |op| {
-                let name = node.name.clone();
-                move |source| LinkError::Command {
-                    op,
-                    node: name,
-                    source,
-                }
-            };
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = bounded(
-                    self.timeout,
-                    "SCAN",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(512)
-                        // Another program's key of another type under our
-                        // prefix is skipped, not a failed resync.
-                        .arg("TYPE")
-                        .arg("hash")
-                        .query_async(&mut connection),
-                )
-                .await?
-                .map_err(failed("SCAN"))?;
-                if !keys.is_empty() {
-                    let mut pipeline = redis::pipe();
-                    for key in &keys {
-                        pipeline.cmd("HGETALL").arg(key);
-                    }
-                    let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = bounded(
-                        self.timeout,
-                        "HGETALL",
-                        pipeline.query_async(&mut connection),
-                    )
-                    .await?
-                    .map_err(failed("HGETALL"))?;
-                    for (key, hash) in keys.iter().zip(hashes) {
-                        each(key, hash);
-                    }
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
+    ) -> Result<(u64, Vec<SwarmHash>), LinkError> {
+        let Some(node) = self.nodes.get(node) else {
+            return Ok((0, Vec::new()));
+        };
+        let mut connection = node.connection.clone();
+        let failed = |op| {
+            let name = node.name.clone();
+            move |source| LinkError::Command {
+                op,
+                node: name,
+                source,
             }
+        };
+        let (next, keys): (u64, Vec<Vec<u8>>) = bounded(
+            self.timeout,
+            "SCAN",
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(512)
+                // Another program's key of another type under our prefix is
+                // skipped, not a failed resync.
+                .arg("TYPE")
+                .arg("hash")
+                .query_async(&mut connection),
+        )
+        .await?
+        .map_err(failed("SCAN"))?;
+        if keys.is_empty() {
+            return Ok((next, Vec::new()));
         }
-        Ok(())
+        let mut pipeline = redis::pipe();
+        for key in &keys {
+            pipeline.cmd("HGETALL").arg(key);
+        }
+        let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = bounded(
+            self.timeout,
+            "HGETALL",
+            pipeline.query_async(&mut connection),
+        )
+        .await?
+        .map_err(failed("HGETALL"))?;
+        Ok((next, keys.into_iter().zip(hashes).collect()))
     }
 }
+
+/// A swarm hash as a scan reads it: its key, and its fields with their values.
+pub type SwarmHash = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Whether the subscriber stream still delivers; `None` once the connection closed.
 pub async fn next_message(stream: &mut PubSubStream) -> Option<Vec<u8>> {

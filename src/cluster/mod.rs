@@ -251,7 +251,7 @@ impl Cluster {
                     let Some(payload) = message else {
                         return Err(LinkError::Unreachable("the subscription closed".into()));
                     };
-                    if self.apply(&payload) == Some(self.instance) {
+                    if self.apply(&payload).await == Some(self.instance) {
                         session.heard_self = Instant::now();
                     }
                 }
@@ -260,8 +260,10 @@ impl Cluster {
         }
     }
 
-    /// Applies one batch from the channel; returns its sender.
-    fn apply(&mut self, payload: &[u8]) -> Option<u64> {
+    /// Applies one batch from the channel (off the runtime's threads: up to
+    /// 8,192 restores); returns its sender. Batches are applied one after
+    /// another, in the order they arrived.
+    async fn apply(&self, payload: &[u8]) -> Option<u64> {
         let unix_now = unix_secs();
         let (header, changes) = match wire::decode_batch(payload, unix_now) {
             Ok(decoded) => decoded,
@@ -276,7 +278,13 @@ impl Cluster {
         }
         let lag = unix_micros().saturating_sub(header.sent_micros);
         self.metrics.lag.record(lag as f64 / 1e6);
-        let applied = self.engine.apply(&changes, Instant::now());
+        let engine = self.engine.clone();
+        let applied = tokio::task::spawn_blocking(move || engine.apply(&changes, Instant::now()))
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cluster: applying a batch failed; it is skipped");
+                0
+            });
         self.metrics.applied.increment(applied as u64);
         Some(header.sender)
     }
@@ -407,46 +415,35 @@ impl Cluster {
         let messages = link.subscribe(&self.channel).await?;
         // What the feed holds now is covered by the push below.
         self.discard_feed();
-        let namespace = self.settings.namespace.clone();
-        let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
+        let namespace: Arc<str> = self.settings.namespace.as_str().into();
+        let pattern = wire::swarm_key_pattern(&namespace);
         let now = Instant::now();
-        let unix_now = unix_secs();
         let mut seen: HashSet<InfoHash> = HashSet::new();
         let mut push: Vec<PeerChange> = Vec::new();
         let mut pulled = 0usize;
-        link.scan_hashes(&wire::swarm_key_pattern(&namespace), |key, hash| {
-            let Some(info_hash) = wire::info_hash_of_key(&namespace, key) else {
-                return;
-            };
-            let mut stored = StoredSwarm {
-                info_hash,
-                downloaded: 0,
-                peers: Vec::with_capacity(hash.len()),
-            };
-            for (field, value) in &hash {
-                match wire::decode_peer(field, value, unix_now) {
-                    Ok(peer) if peer.remaining_secs > 0 => stored.peers.push(peer),
-                    Ok(_) => {}
-                    Err(_) => metrics.corrupt_values.increment(1),
+        for node in 0..link.node_count() {
+            let mut cursor = 0;
+            loop {
+                let (next, page) = link.scan_page(node, cursor, &pattern).await?;
+                // Decoding and listing a page is CPU work (a resync may list
+                // a million peers): off the runtime's threads, one page at a time.
+                let (engine, metrics, namespace) =
+                    (self.engine.clone(), self.metrics.clone(), namespace.clone());
+                let merged = tokio::task::spawn_blocking(move || {
+                    merge_page(&engine, &metrics, &namespace, page, now)
+                })
+                .await
+                .map_err(|error| LinkError::Unreachable(format!("resync task failed: {error}")))?;
+                pulled += merged.pulled;
+                seen.extend(merged.seen);
+                push.extend(merged.push);
+                cursor = next;
+                if cursor == 0 {
+                    break;
                 }
             }
-            pulled += stored.peers.len();
-            engine.restore(&stored, now);
-            seen.insert(info_hash);
-            // What this instance holds for longer, or that Redis lacks, goes back.
-            if let Some(local) = engine.export_swarm(&info_hash, now) {
-                for peer in local.peers {
-                    let in_redis = stored
-                        .peers
-                        .iter()
-                        .find(|p| p.id == peer.id && p.addr.is_ipv6() == peer.addr.is_ipv6());
-                    if in_redis.is_none_or(|p| !same_listing(p, &peer)) {
-                        push.push(listed(info_hash, peer));
-                    }
-                }
-            }
-        })
-        .await?;
+        }
+        let engine = self.engine.clone();
         let mut local = Vec::new();
         for shard in 0..engine.shard_count() {
             engine.export_shard(shard, now, &mut local);
@@ -480,6 +477,65 @@ impl Cluster {
         );
         Ok(session)
     }
+}
+
+/// What one page of a resync scan did.
+struct Merged {
+    /// Peers read from Redis (still listed).
+    pulled: usize,
+    /// Swarms Redis holds.
+    seen: Vec<InfoHash>,
+    /// What this instance holds that those hashes lack or hold for less long.
+    push: Vec<PeerChange>,
+}
+
+/// Lists one page of swarm hashes in the engine and finds what Redis lacks.
+fn merge_page(
+    engine: &Engine,
+    metrics: &ClusterMetrics,
+    namespace: &str,
+    page: Vec<link::SwarmHash>,
+    now: Instant,
+) -> Merged {
+    let unix_now = unix_secs();
+    let mut merged = Merged {
+        pulled: 0,
+        seen: Vec::with_capacity(page.len()),
+        push: Vec::new(),
+    };
+    for (key, hash) in page {
+        let Some(info_hash) = wire::info_hash_of_key(namespace, &key) else {
+            continue;
+        };
+        let mut stored = StoredSwarm {
+            info_hash,
+            downloaded: 0,
+            peers: Vec::with_capacity(hash.len()),
+        };
+        for (field, value) in &hash {
+            match wire::decode_peer(field, value, unix_now) {
+                Ok(peer) if peer.remaining_secs > 0 => stored.peers.push(peer),
+                Ok(_) => {}
+                Err(_) => metrics.corrupt_values.increment(1),
+            }
+        }
+        merged.pulled += stored.peers.len();
+        engine.restore(&stored, now);
+        merged.seen.push(info_hash);
+        // What this instance holds for longer, or that Redis lacks, goes back.
+        if let Some(local) = engine.export_swarm(&info_hash, now) {
+            for peer in local.peers {
+                let in_redis = stored
+                    .peers
+                    .iter()
+                    .find(|p| p.id == peer.id && p.addr.is_ipv6() == peer.addr.is_ipv6());
+                if in_redis.is_none_or(|p| !same_listing(p, &peer)) {
+                    merged.push.push(listed(info_hash, peer));
+                }
+            }
+        }
+    }
+    merged
 }
 
 /// A session [`Cluster::join`] established, handed to [`Cluster::run`].
