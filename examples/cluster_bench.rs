@@ -146,6 +146,11 @@ fn metrics(admin: SocketAddr) -> HashMap<String, f64> {
         .collect()
 }
 
+/// One series of a scrape; 0 when absent.
+fn sample(metrics: &HashMap<String, f64>, series: &str) -> f64 {
+    metrics.get(series).copied().unwrap_or(0.0)
+}
+
 fn escape(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
@@ -252,9 +257,10 @@ fn main() {
     let _ = redis(redis_port, &["CONFIG", "RESETSTAT"]);
 
     let announces = |m: &HashMap<String, f64>| {
-        m.get(r#"swarmgate_requests_total{protocol="udp",kind="announce",result="ok"}"#)
-            .copied()
-            .unwrap_or(0.0)
+        sample(
+            m,
+            r#"swarmgate_requests_total{protocol="udp",kind="announce",result="ok"}"#,
+        )
     };
     let before_a = announces(&metrics(a.admin));
     let pids: Vec<u32> = [
@@ -361,18 +367,18 @@ fn main() {
     println!("tracker A CPU: {:.2} us/announce", per(cpu[0]));
     if let Some(b) = &b {
         let metrics_b = metrics(b.admin);
-        let sent = metrics_a
-            .get(r#"swarmgate_cluster_changes_total{result="sent"}"#)
-            .copied()
-            .unwrap_or(0.0);
-        let applied = metrics_b
-            .get(r#"swarmgate_cluster_changes_total{result="applied"}"#)
-            .copied()
-            .unwrap_or(0.0);
-        let dropped = metrics_a
-            .get(r#"swarmgate_cluster_changes_total{result="dropped"}"#)
-            .copied()
-            .unwrap_or(0.0);
+        let sent = sample(
+            &metrics_a,
+            r#"swarmgate_cluster_changes_total{result="sent"}"#,
+        );
+        let applied = sample(
+            &metrics_b,
+            r#"swarmgate_cluster_changes_total{result="applied"}"#,
+        );
+        let dropped = sample(
+            &metrics_a,
+            r#"swarmgate_cluster_changes_total{result="dropped"}"#,
+        );
         println!(
             "tracker B CPU: {:.2} us/announce (applying A's changes)",
             per(cpu[1])
@@ -397,14 +403,8 @@ fn main() {
             "changes: {sent:.0} sent by A ({:.1}% of announces), {applied:.0} applied by B, {dropped:.0} dropped",
             sent / served * 100.0
         );
-        let peers = metrics_b
-            .get(r#"swarmgate_peers{role="seeder"}"#)
-            .copied()
-            .unwrap_or(0.0)
-            + metrics_b
-                .get(r#"swarmgate_peers{role="leecher"}"#)
-                .copied()
-                .unwrap_or(0.0);
+        let peers = sample(&metrics_b, r#"swarmgate_peers{role="seeder"}"#)
+            + sample(&metrics_b, r#"swarmgate_peers{role="leecher"}"#);
         let memory = info(redis_port, "memory", "used_memory") - memory_before;
         println!(
             "redis memory: {:.1} B/peer ({memory:.0} B for {peers:.0} peers held by B)",
@@ -432,10 +432,7 @@ fn main() {
         let c = Tracker::start(&dir, "c", &binary, cluster);
         let ready = joined.elapsed();
         let held = metrics(c.admin);
-        let peers = held
-            .get(r#"swarmgate_cluster_resync_peers{way="pulled"}"#)
-            .copied()
-            .unwrap_or(0.0);
+        let peers = sample(&held, r#"swarmgate_cluster_resync_peers{way="pulled"}"#);
         println!(
             "join: a new instance served {:.2} s after it started, having pulled {peers:.0} peers from Redis",
             ready.as_secs_f64()
