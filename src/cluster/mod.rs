@@ -73,6 +73,8 @@ impl ClusterStatus {
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// A batch carries at most this many changes (about 0.5 MB).
 const MAX_BATCH: usize = 8192;
+/// Changes per write when a resync pushes what Redis lacks.
+const PUSH_SLICE: usize = 16_384;
 /// An instance publishes at least this often, so that it can tell a silent channel.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -465,7 +467,13 @@ impl Cluster {
             published: Instant::now(),
         };
         let pushed = push.len();
-        self.send(&mut session, &mut push).await?;
+        // After a Redis restart this is everything the instance holds: sent
+        // in slices, so that each write fits its deadline and no pipeline
+        // holds a million commands.
+        while !push.is_empty() {
+            let mut slice: Vec<PeerChange> = push.drain(..push.len().min(PUSH_SLICE)).collect();
+            self.send(&mut session, &mut slice).await?;
+        }
         self.metrics.resync_pulled.set(pulled as f64);
         self.metrics.resync_pushed.set(pushed as f64);
         tracing::info!(
