@@ -320,7 +320,7 @@ impl Link {
 /// A swarm hash as a scan reads it: its key, and its fields with their values.
 pub type SwarmHash = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
 
-/// Whether the subscriber stream still delivers; `None` once the connection closed.
+/// The next message's payload; `None` once the subscription's connection closed.
 pub async fn next_message(stream: &mut PubSubStream) -> Option<Vec<u8>> {
     stream
         .next()

@@ -53,6 +53,9 @@ pub enum WireError {
     /// A hash field or value of the wrong length.
     #[error("a stored field or value of {0} bytes")]
     Length(usize),
+    /// A field that names one address family over a value of the other.
+    #[error("a stored peer whose field and address disagree on the address family")]
+    Family,
 }
 
 /// The Redis key of a swarm's hash.
@@ -165,7 +168,7 @@ pub fn decode_peer(field: &[u8], value: &[u8], unix_now: u64) -> Result<StoredPe
         return Err(WireError::Length(value.len()));
     }
     if (field[20] == b'6') != peer.addr.is_ipv6() {
-        return Err(WireError::Length(field.len()));
+        return Err(WireError::Family);
     }
     Ok(peer)
 }
@@ -224,11 +227,6 @@ impl BatchEncoder {
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.count == 0
-    }
-
-    /// Bytes so far.
-    pub fn bytes_len(&self) -> usize {
-        self.bytes.len()
     }
 
     /// The finished batch.
@@ -452,6 +450,9 @@ mod tests {
             decode_peer(&field(&peer), &stored[..10], 0),
             Err(WireError::Truncated(10))
         );
+        let mut v6_field = field(&peer);
+        v6_field[20] = b'6';
+        assert_eq!(decode_peer(&v6_field, &stored, 0), Err(WireError::Family));
         stored[0] = 0x80;
         assert_eq!(
             decode_peer(&field(&peer), &stored, 0),

@@ -117,9 +117,26 @@ struct Shard {
     leechers: usize,
     /// The change feed's part in this shard, appended under the lock the
     /// announce already holds, so the feed costs no synchronisation of its own.
+    feed: ShardFeed,
+}
+
+/// One shard's recorded changes, and what did not fit.
+#[derive(Default)]
+struct ShardFeed {
     changes: Vec<Recorded>,
-    /// Changes not recorded because `changes` was full.
-    changes_dropped: u64,
+    /// Changes not recorded because the feed was full.
+    dropped: u64,
+}
+
+impl ShardFeed {
+    /// Appends a change if the feed has room, else counts the drop.
+    fn record(&mut self, budget: &FeedBudget, change: Recorded) {
+        if budget.admit() {
+            self.changes.push(change);
+        } else {
+            self.dropped += 1;
+        }
+    }
 }
 
 /// The feed's bound, shared by the shards: one hot swarm (a layer a whole
@@ -167,15 +184,6 @@ struct Listed {
 }
 
 impl Shard {
-    /// Appends to the feed if it has room, else counts the drop.
-    fn record(&mut self, feed: &FeedBudget, change: Recorded) {
-        if feed.admit() {
-            self.changes.push(change);
-        } else {
-            self.changes_dropped += 1;
-        }
-    }
-
     /// Moves the shard's totals, and the engine's peer count, by a swarm's
     /// change from `before` to `after`.
     fn count(&mut self, peers: &AtomicUsize, before: SwarmStats, after: SwarmStats) {
@@ -334,7 +342,7 @@ impl Engine {
                     listed,
                     kind: ChangeKind::Stopped,
                 };
-                shard.record(&self.feed, change);
+                shard.feed.record(&self.feed, change);
             }
             return AnnounceResponse {
                 stats,
@@ -396,7 +404,7 @@ impl Engine {
             });
         let stats = swarm.stats();
         if let Some(change) = change {
-            shard.record(&self.feed, change);
+            shard.feed.record(&self.feed, change);
         }
         shard.count(&self.peers, before, stats);
         for peer in &peers {
@@ -456,22 +464,18 @@ impl Engine {
             let mut shard = shard.lock();
             let shard = &mut *shard;
             let (mut seeders, mut leechers) = (0, 0);
-            let (feeds, feed) = (self.feeds(), &self.feed);
-            let (changes, dropped) = (&mut shard.changes, &mut shard.changes_dropped);
+            let (feeds, budget, feed) = (self.feeds(), &self.feed, &mut shard.feed);
             shard.swarms.retain(|info_hash, swarm| {
                 if feeds {
                     swarm.for_each_peer(|id, listed| {
                         if listed.expires_at <= now_secs {
-                            if feed.admit() {
-                                changes.push(Recorded {
-                                    info_hash: *info_hash,
-                                    id: *id,
-                                    listed,
-                                    kind: ChangeKind::Expired,
-                                });
-                            } else {
-                                *dropped += 1;
-                            }
+                            let change = Recorded {
+                                info_hash: *info_hash,
+                                id: *id,
+                                listed,
+                                kind: ChangeKind::Expired,
+                            };
+                            feed.record(budget, change);
                         }
                     });
                 }
@@ -522,21 +526,12 @@ impl Engine {
         };
         let now_secs = self.secs(now);
         let shard = shard.lock();
-        for (info_hash, swarm) in &shard.swarms {
-            let mut peers = Vec::with_capacity(swarm.len());
-            swarm.for_each_peer(|id, listed| {
-                if listed.expires_at > now_secs {
-                    peers.push(listed.stored(*id, now_secs));
-                }
-            });
-            if !peers.is_empty() {
-                out.push(StoredSwarm {
-                    info_hash: *info_hash,
-                    downloaded: swarm.downloaded,
-                    peers,
-                });
-            }
-        }
+        out.extend(
+            shard
+                .swarms
+                .iter()
+                .filter_map(|(info_hash, swarm)| swarm.stored(info_hash, now_secs)),
+        );
     }
 
     /// Lists a stored swarm's peers again, each for the lifetime it had left
@@ -618,7 +613,8 @@ impl Engine {
     /// Applies changes another instance fed: listed peers are restored (see
     /// [`Engine::restore`]), stopped ones removed, expiries ignored (every
     /// engine drops a peer itself when its lifetime runs out). Returns how
-    /// many changes altered what is listed.
+    /// many changes were applied: every listed peer, and every stop of a
+    /// peer this engine held.
     pub fn apply(&self, changes: &[PeerChange], now: Instant) -> usize {
         let mut applied = 0;
         let mut listed = StoredSwarm {
@@ -648,18 +644,7 @@ impl Engine {
     pub fn export_swarm(&self, info_hash: &InfoHash, now: Instant) -> Option<StoredSwarm> {
         let now_secs = self.secs(now);
         let shard = self.shard(info_hash).lock();
-        let swarm = shard.swarms.get(info_hash)?;
-        let mut peers = Vec::with_capacity(swarm.len());
-        swarm.for_each_peer(|id, listed| {
-            if listed.expires_at > now_secs {
-                peers.push(listed.stored(*id, now_secs));
-            }
-        });
-        (!peers.is_empty()).then_some(StoredSwarm {
-            info_hash: *info_hash,
-            downloaded: swarm.downloaded,
-            peers,
-        })
+        shard.swarms.get(info_hash)?.stored(info_hash, now_secs)
     }
 
     /// Removes a peer another instance saw stop (nothing enters the feed);
@@ -699,13 +684,13 @@ impl Engine {
         };
         let now_secs = self.secs(now);
         let mut shard = shard.lock();
-        self.feed.release(shard.changes.len());
-        out.extend(shard.changes.drain(..).map(|recorded| PeerChange {
+        self.feed.release(shard.feed.changes.len());
+        out.extend(shard.feed.changes.drain(..).map(|recorded| PeerChange {
             info_hash: recorded.info_hash,
             peer: recorded.listed.stored(recorded.id, now_secs),
             kind: recorded.kind,
         }));
-        std::mem::take(&mut shard.changes_dropped)
+        std::mem::take(&mut shard.feed.dropped)
     }
 
     /// Whether announces record changes.
@@ -753,6 +738,22 @@ impl Listed {
 }
 
 impl Swarm {
+    /// The swarm as stored or exported: its peers still listed at
+    /// `now_secs`, each with the lifetime it has left; `None` if none is.
+    fn stored(&self, info_hash: &InfoHash, now_secs: u32) -> Option<StoredSwarm> {
+        let mut peers = Vec::with_capacity(self.len());
+        self.for_each_peer(|id, listed| {
+            if listed.expires_at > now_secs {
+                peers.push(listed.stored(*id, now_secs));
+            }
+        });
+        (!peers.is_empty()).then_some(StoredSwarm {
+            info_hash: *info_hash,
+            downloaded: self.downloaded,
+            peers,
+        })
+    }
+
     fn new(compact: bool) -> Self {
         Self {
             peers: if compact {

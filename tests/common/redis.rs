@@ -15,7 +15,6 @@ pub struct RedisProcess {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
-    cluster: bool,
 }
 
 /// A free port whose cluster bus port (+10000) is free too.
@@ -69,7 +68,6 @@ impl RedisProcess {
             child: Some(child),
             port,
             dir,
-            cluster,
         };
         server.wait_until(
             |reply| reply.starts_with("+PONG"),
@@ -104,16 +102,6 @@ impl RedisProcess {
             }
         }
         Some(String::from_utf8_lossy(&reply).into_owned())
-    }
-
-    /// An integer reply (`DBSIZE`), or a field of an `INFO` section.
-    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let reply = self.command(&["INFO", section])?;
-        reply.lines().find_map(|line| {
-            line.strip_prefix(field)
-                .and_then(|rest| rest.strip_prefix(':'))
-                .map(|value| value.trim().to_owned())
-        })
     }
 
     /// Keys held.
@@ -162,11 +150,6 @@ impl RedisProcess {
                 libc::kill(child.id() as i32, signal);
             }
         }
-    }
-
-    /// Whether it was started as a cluster node.
-    pub fn is_cluster_node(&self) -> bool {
-        self.cluster
     }
 }
 
