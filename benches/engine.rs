@@ -25,6 +25,8 @@ fn request(n: u32, addr: SocketAddr, left: u64) -> AnnounceRequest {
         addr,
         event: Event::None,
         left,
+        uploaded: 0,
+        downloaded: 0,
         numwant: 50,
         peer_ids: false,
     }
@@ -62,6 +64,7 @@ fn sites() -> LocalitySettings {
     LocalitySettings {
         topology: Topology::new(24, 64, &sites).expect("topology"),
         policy: HandoutPolicy::default(),
+        ..LocalitySettings::default()
     }
 }
 
@@ -72,6 +75,7 @@ fn run(
     locality: fn() -> LocalitySettings,
     addr: fn(u32) -> SocketAddr,
     config: EngineConfig,
+    reports: bool,
 ) {
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
@@ -84,6 +88,7 @@ fn run(
             engine.announce(&request(n, addr(n), left), now, &mut rng);
         }
         let mut next = 0u32;
+        let mut total = 0u64;
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
             b.iter(|| {
                 // Leechers only (n % 5 != 0): the tiered path with the seeder guard.
@@ -91,7 +96,14 @@ fn run(
                 if next.is_multiple_of(5) {
                     next = (next + 1) % size;
                 }
-                black_box(engine.announce(&request(next, addr(next), 1), now, &mut rng))
+                let mut request = request(next, addr(next), 1);
+                if reports {
+                    // Totals that grow at every announce: each one is counted.
+                    total += 1 << 14;
+                    request.uploaded = total;
+                    request.downloaded = total;
+                }
+                black_box(engine.announce(&request, now, &mut rng))
             })
         });
     }
@@ -106,6 +118,19 @@ fn announce(c: &mut Criterion) {
         LocalitySettings::default,
         spread,
         EngineConfig::default(),
+        false,
+    );
+    // Every announce reports more bytes than the last: the transfer
+    // accounting's whole path (the increase, the shard's totals, the
+    // busiest-swarms table).
+    run(
+        c,
+        "engine_announce_reporting",
+        &[10, 100_000],
+        LocalitySettings::default,
+        spread,
+        EngineConfig::default(),
+        true,
     );
     // Cluster mode: the change feed on. A re-announce within its expiry
     // step records nothing, but looks the peer up before and after.
@@ -120,6 +145,7 @@ fn announce(c: &mut Criterion) {
             change_feed: 262_144,
             ..EngineConfig::default()
         },
+        false,
     );
     run(
         c,
@@ -131,6 +157,7 @@ fn announce(c: &mut Criterion) {
         },
         spread,
         EngineConfig::default(),
+        false,
     );
     run(
         c,
@@ -139,6 +166,7 @@ fn announce(c: &mut Criterion) {
         sites,
         placed,
         EngineConfig::default(),
+        false,
     );
 }
 

@@ -73,7 +73,7 @@ pub async fn run(args: &Args) -> Result<Announced, String> {
         Some(path) => {
             let config = Config::load(Some(path), std::iter::empty::<(String, String)>())
                 .map_err(|e| e.to_string())?;
-            let settings = swarmgate::server::locality_settings(&config.locality)
+            let settings = swarmgate::server::locality_settings(&config.locality, &config.offload)
                 .map_err(|e| e.to_string())?;
             Some(settings.topology)
         }

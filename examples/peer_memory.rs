@@ -58,6 +58,8 @@ fn main() {
             addr: SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 6881)),
             event: Event::Started,
             left: u64::from(!n.is_multiple_of(5)),
+            uploaded: 0,
+            downloaded: 0,
             numwant: 0,
             peer_ids: false,
         };

@@ -36,6 +36,8 @@ fn request(n: u32, torrents: u32, numwant: usize) -> AnnounceRequest {
         addr: SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 6881)),
         event: Event::None,
         left: u64::from(!n.is_multiple_of(5)),
+        uploaded: 0,
+        downloaded: 0,
         numwant,
         peer_ids: false,
     }

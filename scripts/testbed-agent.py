@@ -4,8 +4,9 @@ network namespace: a libtorrent session with DHT, LSD, PEX, UPnP and NAT-PMP
 off, so peers come only from the tracker.
 
 It prints one JSON line when its torrent is complete ({"done": seconds since
-start}), then seeds until its standard input closes, and prints a last line
-with its totals. The origin runs it with --seed (the file is already there).
+start}), then seeds until its standard input closes, prints a last line
+with its totals, and exits once it has told the tracker it stopped (the
+stopped announce carries its final uploaded and downloaded). The origin runs it with --seed (the file is already there).
 Alerts are polled with pop_alerts(): Debian's libtorrent 2.0.8 binding can
 crash in wait_for_alert().
 """
@@ -73,6 +74,8 @@ def main():
         "announce_to_all_trackers": True,
         # Fewer connections than agents, so whom the tracker hands out matters.
         "connections_limit": 16,
+        # Closing the session waits this long for the stopped announces.
+        "stop_tracker_timeout": 5,
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
     }
     # flags=0: no default plugins, so no ut_pex peer exchange.
@@ -111,6 +114,10 @@ def main():
         ),
         flush=True,
     )
+    # Deleting the session sends the stopped announces and waits for them.
+    session.remove_torrent(handle)
+    del handle
+    del session
 
 
 if __name__ == "__main__":

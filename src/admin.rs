@@ -1,12 +1,13 @@
 //! The operators' listener: `/healthz` (the process is alive), `/readyz`
-//! (listeners bound and, in `jwt` mode, a key set loaded) and `/metrics`
-//! (Prometheus text format).
+//! (listeners bound and, in `jwt` mode, a key set loaded), `/metrics`
+//! (Prometheus text format) and `/swarms` (the busiest swarms by reported
+//! bytes, as JSON: per-swarm figures that would be unbounded as labels).
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -35,6 +36,7 @@ pub fn app(readiness: Readiness) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/swarms", get(swarms))
         .with_state(readiness)
 }
 
@@ -70,4 +72,59 @@ async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),
     )
+}
+
+/// Most swarms one `/swarms` answer lists.
+const MAX_LISTED_SWARMS: usize = 1000;
+
+/// `/swarms?limit=N`.
+#[derive(serde::Deserialize)]
+struct SwarmsQuery {
+    limit: Option<usize>,
+}
+
+/// The offload in total and for the busiest swarms (by bytes reported,
+/// both directions), busiest first. Each figure counts from when the swarm
+/// entered its shard's table (`tracked_seconds` ago); `error_bytes` bounds
+/// how much of its rank it may owe to swarms it replaced there.
+async fn swarms(
+    State(readiness): State<Readiness>,
+    Query(query): Query<SwarmsQuery>,
+) -> impl IntoResponse {
+    let engine = &readiness.engine;
+    let limit = query.limit.unwrap_or(20).min(MAX_LISTED_SWARMS);
+    // Engine seconds, as `tracked_since` counts.
+    let now = u32::try_from(engine.epoch().elapsed().as_secs()).unwrap_or(u32::MAX);
+    let listed: Vec<serde_json::Value> = engine
+        .busiest_swarms(limit)
+        .into_iter()
+        .map(|(swarm, stats)| {
+            let mut entry = transfer_json(&swarm.totals);
+            entry["info_hash"] = swarm.info_hash.to_hex().into();
+            entry["error_bytes"] = swarm.error_bytes.into();
+            entry["tracked_seconds"] = now.saturating_sub(swarm.tracked_since).into();
+            entry["seeders"] = stats.complete.into();
+            entry["leechers"] = stats.incomplete.into();
+            entry
+        })
+        .collect();
+    let body = serde_json::json!({
+        "total": transfer_json(&engine.transfer_totals()),
+        "swarms": listed,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{body:#}\n"),
+    )
+}
+
+fn transfer_json(totals: &crate::swarm::TransferTotals) -> serde_json::Value {
+    serde_json::json!({
+        "downloaded_bytes": totals.downloaded,
+        "uploaded_by_peers_bytes": totals.uploaded_by_peers,
+        "uploaded_by_origins_bytes": totals.uploaded_by_origins,
+        "offload": totals.offload(),
+        "resets": totals.resets,
+        "implausible": totals.implausible,
+    })
 }

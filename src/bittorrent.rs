@@ -112,6 +112,10 @@ pub struct AnnounceRequest {
     pub event: Event,
     /// Bytes the announcer still needs; 0 makes it a seeder.
     pub left: u64,
+    /// Bytes the announcer says it sent since it started (BEP 3 `uploaded`).
+    pub uploaded: u64,
+    /// Bytes the announcer says it received since it started (BEP 3 `downloaded`).
+    pub downloaded: u64,
     /// How many peers to hand out (already clamped by the caller's limits).
     pub numwant: usize,
     /// Whether the reply needs peer ids (BEP 3 dictionaries without
@@ -256,6 +260,8 @@ mod tests {
             addr: "127.0.0.1:1".parse().expect("addr"),
             event: Event::None,
             left: 5,
+            uploaded: 0,
+            downloaded: 0,
             numwant: 0,
             peer_ids: false,
         };

@@ -31,6 +31,8 @@ pub struct Config {
     pub locality: LocalityConfig,
     /// What one client can make the tracker store.
     pub limits: LimitsConfig,
+    /// Who the registry's own seeders are, for the offload figures.
+    pub offload: OffloadConfig,
     /// Keeping swarms across restarts.
     pub store: StoreConfig,
     /// Several instances answering as one, through Redis.
@@ -437,6 +439,22 @@ impl LimitsConfig {
     }
 }
 
+/// `[offload]`: what peers report they sent and received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffloadConfig {
+    /// Networks of the registry's own seeders (origins), whose uploads are
+    /// counted apart from the swarm's.
+    pub origins: Vec<IpNet>,
+}
+
+impl OffloadConfig {
+    /// The engine's view of the origins.
+    pub fn origins(&self) -> crate::swarm::Origins {
+        crate::swarm::Origins::new(self.origins.clone())
+    }
+}
+
 /// One `[[locality.sites]]` entry: the addresses of one zone in one region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -631,6 +649,17 @@ peers_per_swarm = 200000
 peers = 10000000
 # Swarms held at once; an announce for a new torrent past it gets no peers.
 swarms = 2000000
+
+# What peers report they sent and received (the uploaded and downloaded of
+# every announce), as increases per peer: swarmgate_reported_bytes_total on
+# /metrics, and the busiest swarms at the admin listener's /swarms. The
+# offload, the share of what peers received that other peers sent, is what
+# the swarm took off the registry. See docs/offload.md.
+[offload]
+# Networks of the registry's own seeders (origins), e.g. ["10.0.0.5/32"]:
+# their uploads count apart from the swarm's. Web seeds need no entry:
+# they never announce, so their bytes show only as peers' downloads.
+origins = []
 
 [store]
 # Where the swarms are saved so that a restart (an upgrade, a crash) keeps

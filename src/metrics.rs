@@ -321,6 +321,18 @@ impl Metrics {
             ),
             (
                 Kind::Counter,
+                "swarmgate_reported_bytes_total",
+                None,
+                "Bytes peers reported in announces, as increases per peer: downloaded (by any peer), uploaded by peers, uploaded by origins ([offload] origins). Offload = uploaded{by=\"peer\"} / downloaded",
+            ),
+            (
+                Kind::Counter,
+                "swarmgate_reported_anomalies_total",
+                None,
+                "Reported totals that went down (reset: a client restart, counted from zero) or grew past 1 TiB in one announce (implausible: not counted)",
+            ),
+            (
+                Kind::Counter,
                 "swarmgate_peers_returned_total",
                 None,
                 "Peers handed out, by locality tier",
@@ -418,6 +430,25 @@ impl Metrics {
         for limit in Limit::ALL {
             self.counter("swarmgate_limit_hits_total", &[("limit", limit.label())])
                 .absolute(hits.get(limit));
+        }
+        let transfer = engine.transfer_totals();
+        for (direction, by, bytes) in [
+            ("downloaded", "peer", transfer.downloaded),
+            ("uploaded", "peer", transfer.uploaded_by_peers),
+            ("uploaded", "origin", transfer.uploaded_by_origins),
+        ] {
+            self.counter(
+                "swarmgate_reported_bytes_total",
+                &[("direction", direction), ("by", by)],
+            )
+            .absolute(bytes);
+        }
+        for (kind, count) in [
+            ("reset", transfer.resets),
+            ("implausible", transfer.implausible),
+        ] {
+            self.counter("swarmgate_reported_anomalies_total", &[("kind", kind)])
+                .absolute(count);
         }
     }
 }

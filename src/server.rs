@@ -20,7 +20,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::admin::{self, Readiness};
 use crate::cluster::{Cluster, ClusterSettings};
-use crate::config::{AuthConfig, AuthMode, Config, LocalityConfig};
+use crate::config::{AuthConfig, AuthMode, Config, LocalityConfig, OffloadConfig};
 use crate::frontend::http::{self, HttpSettings, HttpState};
 use crate::frontend::udp::{ConnectionIds, UdpFrontend, UdpSettings};
 #[cfg(target_os = "linux")]
@@ -128,7 +128,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             },
             ..EngineConfig::default()
         },
-        locality_settings(&config.locality)?,
+        locality_settings(&config.locality, &config.offload)?,
     ));
     let snapshot = crate::store::path(&config.store.snapshot_path);
     if let Some(path) = &snapshot {
@@ -424,13 +424,13 @@ impl Server {
 
     /// Puts a new configuration in force without dropping swarms or
     /// listeners: intervals and limits, trusted proxies, `udp.allow_ip_override`,
-    /// `[locality]`, and `[auth]` (a new gateway, whose key set is loaded
+    /// `[locality]`, `[offload]`, and `[auth]` (a new gateway, whose key set is loaded
     /// before it replaces the old one). The keys in
     /// [`crate::config::RESTART_ONLY_KEYS`] need a restart; a change to them
     /// is logged and ignored. On error nothing changes.
     pub async fn reload(&self, new: Config) -> Result<(), ReloadError> {
         let mut current = self.live.config.lock().await;
-        let locality = locality_settings(&new.locality)?;
+        let locality = locality_settings(&new.locality, &new.offload)?;
         let gateway = if new.auth == current.auth {
             None
         } else {
@@ -627,7 +627,10 @@ fn start_udp(
 }
 
 /// The engine's view of `[locality]`: topology and handout policy.
-pub fn locality_settings(config: &LocalityConfig) -> Result<LocalitySettings, TopologyError> {
+pub fn locality_settings(
+    config: &LocalityConfig,
+    offload: &OffloadConfig,
+) -> Result<LocalitySettings, TopologyError> {
     let sites: Vec<SiteSpec> = config
         .sites
         .iter()
@@ -645,5 +648,6 @@ pub fn locality_settings(config: &LocalityConfig) -> Result<LocalitySettings, To
             seeder_guard: usize::from(config.seeder_guard),
             spill_percent: config.spill_percent,
         },
+        origins: offload.origins(),
     })
 }

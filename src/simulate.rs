@@ -203,7 +203,11 @@ pub fn run(
             shards: 1,
             ..EngineConfig::default()
         },
-        LocalitySettings { topology, policy },
+        LocalitySettings {
+            topology,
+            policy,
+            ..LocalitySettings::default()
+        },
     );
     let mut rng = SmallRng::seed_from_u64(settings.seed);
     let words = settings.pieces.div_ceil(64);
@@ -267,6 +271,8 @@ pub fn run(
                     addr: members[peer].addr,
                     event,
                     left,
+                    uploaded: 0,
+                    downloaded: 0,
                     numwant,
                     peer_ids: false,
                 },
@@ -375,6 +381,8 @@ pub fn run(
                             addr: members[peer].addr,
                             event: Event::Completed,
                             left: 0,
+                            uploaded: 0,
+                            downloaded: 0,
                             numwant: 0,
                             peer_ids: false,
                         },

@@ -1,7 +1,8 @@
 //! The network testbed's small variant (`scripts/testbed --small`): 8
 //! libtorrent agents in their own network namespaces, 2 regions x 1 zone x
 //! 2 racks, shaped links, an 8 MiB layer, bytes counted on the routers'
-//! interfaces. It needs root, `ip netns` and `tc`; without them the script
+//! interfaces, and the tracker's offload figure checked against the
+//! wire's. It needs root, `ip netns` and `tc`; without them the script
 //! prints one line saying why and this test passes having checked nothing
 //! (it says so). Only behaviour is asserted, never timings.
 
@@ -56,6 +57,16 @@ fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
             result["finished"], result["agents"],
             "every agent finishes under {}: {result}",
             result["policy"]
+        );
+    }
+    // The tracker's offload (from peers' reports) agrees with the wire's
+    // (origin bytes sent against agent bytes received) within 10 points.
+    for result in results {
+        let wire = result["offload_wire"].as_f64().expect("wire offload");
+        let tracker = result["offload_tracker"].as_f64().expect("tracker offload");
+        assert!(
+            (wire - tracker).abs() <= 0.10,
+            "offload: the wire says {wire}, the tracker {tracker}: {result}"
         );
     }
     let (tiers, random) = (by_policy("tiers"), by_policy("random"));

@@ -206,6 +206,8 @@ fn build_announce(
             addr: SocketAddr::new(ip.to_canonical(), parsed.port),
             event: parsed.event,
             left: parsed.left,
+            uploaded: parsed.uploaded,
+            downloaded: parsed.downloaded,
             numwant,
             peer_ids: format
                 == PeerFormat::Dictionaries {

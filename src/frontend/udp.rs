@@ -134,6 +134,9 @@ pub struct UdpFrontend {
 }
 
 /// The outcome of the synchronous part of handling a packet.
+// Returned once per packet and matched at once: boxing the request to
+// shrink `Done` would cost an allocation per announce.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// The reply, if any, is written.
     Done,
@@ -309,6 +312,8 @@ impl UdpFrontend {
                     UdpEvent::Stopped => Event::Stopped,
                 },
                 left: announce.left,
+                uploaded: announce.uploaded,
+                downloaded: announce.downloaded,
                 numwant,
                 peer_ids: false,
             }),

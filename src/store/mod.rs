@@ -186,6 +186,8 @@ mod tests {
             addr: addr.parse().expect("addr"),
             event,
             left,
+            uploaded: 0,
+            downloaded: 0,
             numwant: 50,
             peer_ids: false,
         };

@@ -1,5 +1,5 @@
 //! The compact layout of a small IPv4 swarm: one exactly sized allocation of
-//! 32-byte entries, seeders first, and nothing else.
+//! 36-byte entries, seeders first, and nothing else.
 //!
 //! Most swarms are small (a layer pulled by a handful of agents), and the full
 //! [`PeerSet`] spends a hash table and four vectors on each. Here a lookup is a
@@ -11,7 +11,8 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::locality::{Locality, Topology};
-use super::peers::{Candidates, LEECHERS, PeerSet, SEEDERS, Slot, saturating_u32};
+use super::peers::{Candidates, LEECHERS, PeerSet, Removed, SEEDERS, Slot, saturating_u32};
+use super::transfer::Reported;
 use crate::bittorrent::PeerId;
 
 /// Most peers a compact swarm holds; one more moves it to full sets.
@@ -24,7 +25,8 @@ const COMPLETED: u32 = 1 << 30;
 /// `expiry` bits: engine seconds at which the peer is dropped (34 years of range).
 const SECONDS: u32 = COMPLETED - 1;
 
-/// One peer in 32 bytes: id, address, zone, and expiry with two flags.
+/// One peer in 36 bytes: id, address, zone, expiry with two flags, and its
+/// last reported transfer totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     id: PeerId,
@@ -32,6 +34,7 @@ struct Entry {
     port: u16,
     zone: u16,
     expiry: u32,
+    reported: Reported,
 }
 
 impl Entry {
@@ -154,9 +157,11 @@ impl CompactSet {
             port: addr.port(),
             zone,
             expiry: 0,
+            reported: Reported::UNKNOWN,
         };
         if let Some(position) = listed_at {
             let listed = self.entries[position];
+            entry.reported = listed.reported;
             if listed.seeder() == seeder {
                 entry.expiry = expiry(seeder, listed.completed() || completing, expires_at);
                 self.entries[position] = entry;
@@ -188,14 +193,22 @@ impl CompactSet {
     }
 
     /// Removes a peer, as [`PeerSet::remove`] does.
-    pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> bool {
-        match self.position(id) {
-            Some(position) => {
-                let removed = self.remove_at(position);
-                finished && !removed.seeder() && !removed.completed()
-            }
-            None => false,
-        }
+    pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> Option<Removed> {
+        let removed = self.remove_at(self.position(id)?);
+        Some(Removed {
+            first_completion: finished && !removed.seeder() && !removed.completed(),
+            reported: removed.reported,
+        })
+    }
+
+    /// Replaces the last reported totals of the peer at `position` (from
+    /// [`Upsert::Done`]); returns the ones it replaces.
+    pub(super) fn exchange_reported(&mut self, position: usize, reported: Reported) -> Reported {
+        self.entries
+            .get_mut(position)
+            .map_or(Reported::UNKNOWN, |entry| {
+                std::mem::replace(&mut entry.reported, reported)
+            })
     }
 
     fn remove_at(&mut self, position: usize) -> Entry {
@@ -251,7 +264,7 @@ impl CompactSet {
     pub(super) fn to_full(&self, topology: &Topology) -> PeerSet<SocketAddrV4> {
         let mut set = PeerSet::default();
         for entry in self.entries.iter() {
-            set.upsert(
+            let (_, slot) = set.upsert(
                 entry.id,
                 entry.addr(),
                 topology.v4_locality(entry.ip, entry.zone),
@@ -260,6 +273,7 @@ impl CompactSet {
                 // A new entry marked completing is listed as counted.
                 entry.completed(),
             );
+            set.exchange_reported(slot, entry.reported);
         }
         set
     }
@@ -270,15 +284,18 @@ impl CompactSet {
             return None;
         }
         let mut entries = Vec::with_capacity(set.len());
-        set.for_each(|seeder, addr, locality, id, expires_at, completed| {
-            entries.push(Entry {
-                id: *id,
-                ip: u32::from(*addr.ip()),
-                port: addr.port(),
-                zone: locality.zone,
-                expiry: expiry(seeder, completed, expires_at),
-            });
-        });
+        set.for_each_reported(
+            |seeder, addr, locality, id, expires_at, completed, reported| {
+                entries.push(Entry {
+                    id: *id,
+                    ip: u32::from(*addr.ip()),
+                    port: addr.port(),
+                    zone: locality.zone,
+                    expiry: expiry(seeder, completed, expires_at),
+                    reported,
+                });
+            },
+        );
         // `for_each` yields seeders first.
         Some(Self {
             entries: entries.into_boxed_slice(),
@@ -355,8 +372,8 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    fn an_entry_is_36_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 36);
     }
 
     #[test]
@@ -379,13 +396,16 @@ mod tests {
             set.upsert(id(1), addr(1), 0, true, 100, true),
             Upsert::Done { first: false, .. }
         ));
-        assert!(!set.remove(&id(0), false));
+        assert!(
+            set.remove(&id(0), false)
+                .is_some_and(|r| !r.first_completion)
+        );
         assert_eq!((set.seeders(), set.leechers()), (4, 5));
         let seeders = set.seeders();
         assert!(set.entries[..seeders].iter().all(Entry::seeder));
         assert!(!set.entries[seeders..].iter().any(Entry::seeder));
         // A stopping leecher with nothing left counts as finished.
-        assert!(set.remove(&id(2), true));
+        assert!(set.remove(&id(2), true).is_some_and(|r| r.first_completion));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use rand::Rng;
 use super::compact::{COMPACT_MAX, CompactSet, Upsert};
 use super::limits::{Limit, LimitHits, LiveLimits, StorageLimits};
 use super::locality::{HandoutPolicy, Locality, TierCounts, Topology};
-use super::peers::{Announcer, Candidates, PeerSet, Slot, hand_out, saturating_u32};
+use super::peers::{Announcer, Candidates, PeerSet, Removed, Slot, hand_out, saturating_u32};
+use super::transfer::{BusiestSwarms, BusySwarm, Increase, Origins, Reported, TransferTotals};
 use crate::bittorrent::{
     AnnounceRequest, AnnounceResponse, ChangeKind, Event, HandoutPeer, InfoHash, PeerChange,
     PeerId, ScrapeRequest, ScrapeResponse, StoredPeer, StoredSwarm, SwarmStats,
@@ -67,13 +68,17 @@ pub struct PurgeStats {
     pub leechers: usize,
 }
 
-/// The topology and handout policy in force; swapped whole on reload.
+/// The topology, handout policy and origins in force; swapped whole on reload.
 #[derive(Debug, Clone, Default)]
 pub struct LocalitySettings {
     /// Where addresses sit.
     pub topology: Topology,
     /// How handouts use it.
     pub policy: HandoutPolicy,
+    /// Which addresses are the registry's own seeders (their uploads are
+    /// counted apart). Here rather than in a switch of their own so that an
+    /// announce loads one set of settings.
+    pub origins: Origins,
 }
 
 /// All swarms, sharded by infohash so that announces to different torrents rarely contend.
@@ -118,6 +123,10 @@ struct Shard {
     /// The change feed's part in this shard, appended under the lock the
     /// announce already holds, so the feed costs no synchronisation of its own.
     feed: ShardFeed,
+    /// Transfer totals reported by announces to this shard.
+    transfer: TransferTotals,
+    /// This shard's busiest swarms by reported bytes.
+    busiest: BusiestSwarms,
 }
 
 /// One shard's recorded changes, and what did not fit.
@@ -225,7 +234,7 @@ struct Swarm {
 }
 
 /// A swarm's peers: compact while small and IPv4-only (most swarms; 16 bytes
-/// here plus 32 per peer), full sets once either stops being true, and back
+/// here plus 36 per peer), full sets once either stops being true, and back
 /// to compact when a sweep finds a full swarm small again.
 enum Peers {
     Compact(CompactSet),
@@ -280,6 +289,36 @@ impl Engine {
         }
     }
 
+    /// Transfer totals reported so far, summed over the shards.
+    pub fn transfer_totals(&self) -> TransferTotals {
+        let mut total = TransferTotals::default();
+        for shard in self.shards.iter() {
+            total.merge(&shard.lock().transfer);
+        }
+        total
+    }
+
+    /// Up to `limit` of the busiest swarms by reported bytes, busiest first,
+    /// each with its seeders and leechers now. Each shard keeps its 16
+    /// busiest (see [`BusySwarm::error_bytes`] for how sure each figure is).
+    pub fn busiest_swarms(&self, limit: usize) -> Vec<(BusySwarm, SwarmStats)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for entry in shard.busiest.entries() {
+                let stats = shard
+                    .swarms
+                    .get(&entry.info_hash)
+                    .map(Swarm::stats)
+                    .unwrap_or_default();
+                all.push((*entry, stats));
+            }
+        }
+        all.sort_unstable_by_key(|(swarm, _)| std::cmp::Reverse(swarm.weight));
+        all.truncate(limit);
+        all
+    }
+
     /// Replaces the topology and policy. Listed peers keep the locality they
     /// announced with until their next announce re-files them.
     pub fn set_locality(&self, locality: LocalitySettings) {
@@ -331,10 +370,14 @@ impl Engine {
             };
             let before = swarm.stats();
             let listed = self.feeds().then(|| swarm.listed(request)).flatten();
-            swarm.stop(request);
+            let reported = Reported::new(request.uploaded, request.downloaded);
+            let prior = swarm.stop(request, reported);
             swarm.last_announce = now_secs;
             let stats = swarm.stats();
             shard.count(&self.peers, before, stats);
+            if let Some(prior) = prior {
+                self.count_transfer(shard, request, reported, prior, &settings.origins, now_secs);
+            }
             if let Some(listed) = listed {
                 let change = Recorded {
                     info_hash: request.info_hash,
@@ -381,8 +424,9 @@ impl Engine {
             limits,
             peers_now: self.peers.load(Ordering::Relaxed),
         };
-        let hit = swarm.announce(
-            request, locality, expires_at, &settings, &admission, rng, &mut peers,
+        let reported = Reported::new(request.uploaded, request.downloaded);
+        let (hit, last_report) = swarm.announce(
+            request, locality, expires_at, reported, &settings, &admission, rng, &mut peers,
         );
         if let Some(limit) = hit {
             shard.limit_hits.hit(limit);
@@ -407,6 +451,16 @@ impl Engine {
             shard.feed.record(&self.feed, change);
         }
         shard.count(&self.peers, before, stats);
+        if let Some(last_report) = last_report {
+            self.count_transfer(
+                shard,
+                request,
+                reported,
+                last_report,
+                &settings.origins,
+                now_secs,
+            );
+        }
         for peer in &peers {
             shard.tiers.0[peer.tier as usize] += 1;
         }
@@ -573,6 +627,8 @@ impl Engine {
                     Event::None
                 },
                 left: u64::from(!peer.seeder),
+                uploaded: 0,
+                downloaded: 0,
                 numwant: 0,
                 peer_ids: false,
             };
@@ -591,10 +647,13 @@ impl Engine {
                 peers_now: self.peers.load(Ordering::Relaxed)
                     + swarm.stats().peers().saturating_sub(before.peers()),
             };
-            let hit = swarm.announce(
+            // What a peer reported elsewhere was counted there: its next
+            // announce here is a baseline.
+            let (hit, _) = swarm.announce(
                 &request,
                 settings.topology.locate(peer.addr.ip()),
                 expires_at,
+                Reported::UNKNOWN,
                 &settings,
                 &admission,
                 &mut rng,
@@ -661,6 +720,8 @@ impl Engine {
             addr: peer.addr,
             event: Event::Stopped,
             left: u64::from(!peer.seeder),
+            uploaded: 0,
+            downloaded: 0,
             numwant: 0,
             peer_ids: false,
         };
@@ -668,7 +729,7 @@ impl Engine {
             return false;
         }
         let before = swarm.stats();
-        swarm.stop(&request);
+        swarm.stop(&request, Reported::UNKNOWN);
         swarm.last_announce = self.secs(now);
         let after = swarm.stats();
         shard.count(&self.peers, before, after);
@@ -696,6 +757,31 @@ impl Engine {
     /// Whether announces record changes.
     fn feeds(&self) -> bool {
         self.feed.capacity > 0
+    }
+
+    /// Counts what the announcer's totals (`reported`) added to its `prior` report.
+    fn count_transfer(
+        &self,
+        shard: &mut Shard,
+        request: &AnnounceRequest,
+        reported: Reported,
+        prior: Reported,
+        origins: &Origins,
+        now_secs: u32,
+    ) {
+        // The common case: an idle seeder, or a peer between two pieces.
+        if reported == prior {
+            return;
+        }
+        let increase: Increase = reported.since(prior);
+        if increase.is_empty() {
+            return;
+        }
+        let origin = increase.uploaded > 0 && origins.contains(request.addr.ip());
+        shard.transfer.add(&increase, origin);
+        shard
+            .busiest
+            .add(&request.info_hash, &increase, origin, now_secs);
     }
 
     /// The expiry of a peer announcing at `now_secs`: one lifetime later,
@@ -811,24 +897,33 @@ impl Swarm {
         }
     }
 
-    /// Removes a stopping peer. A leecher that stops with nothing left finished
-    /// its download without saying `completed` (aria2 does this), so it counts.
-    fn stop(&mut self, request: &AnnounceRequest) {
+    /// Removes a stopping peer; returns its last report before this one (the
+    /// later of both families' for a dual-stack client), if it was listed. A
+    /// leecher that stops with nothing left finished its download without
+    /// saying `completed` (aria2 does this), so it counts.
+    fn stop(&mut self, request: &AnnounceRequest, reported: Reported) -> Option<Reported> {
         let id = &request.peer_id;
         let finished = request.left == 0;
-        let first_completion = match (&mut self.peers, request.addr) {
-            (Peers::Compact(set), SocketAddr::V4(_)) => set.remove(id, finished),
-            (Peers::Compact(_), SocketAddr::V6(_)) => false,
-            (Peers::Full(sets), SocketAddr::V4(_)) => {
-                sets.v4.remove(id, finished) && !sets.v6.has_completed(id)
-            }
-            (Peers::Full(sets), SocketAddr::V6(_)) => {
-                sets.v6.remove(id, finished) && !sets.v4.has_completed(id)
-            }
+        let (removed, twin) = match (&mut self.peers, request.addr) {
+            (Peers::Compact(set), SocketAddr::V4(_)) => (set.remove(id, finished)?, None),
+            (Peers::Compact(_), SocketAddr::V6(_)) => return None,
+            (Peers::Full(sets), SocketAddr::V4(_)) => (
+                sets.v4.remove(id, finished)?,
+                update_twin(&mut sets.v6, id, reported),
+            ),
+            (Peers::Full(sets), SocketAddr::V6(_)) => (
+                sets.v6.remove(id, finished)?,
+                update_twin(&mut sets.v4, id, reported),
+            ),
         };
-        if first_completion {
+        let Removed {
+            first_completion,
+            reported,
+        } = removed;
+        if first_completion && !twin.is_some_and(|(completed, _)| completed) {
             self.downloaded = self.downloaded.saturating_add(1);
         }
+        Some(twin.map_or(reported, |(_, theirs)| reported.latest(theirs)))
     }
 
     /// The announcer's entry in its address family, if listed.
@@ -947,11 +1042,12 @@ impl Swarm {
         request: &AnnounceRequest,
         locality: Locality,
         expires_at: u32,
+        reported: Reported,
         settings: &LocalitySettings,
         admission: &Admission,
         rng: &mut R,
         out: &mut Vec<HandoutPeer>,
-    ) -> Option<Limit> {
+    ) -> (Option<Limit>, Option<Reported>) {
         let seeder = request.is_seeder();
         let completing = request.event == Event::Completed;
         let id = &request.peer_id;
@@ -978,7 +1074,7 @@ impl Swarm {
                 };
                 if full.is_some() {
                     self.answer_unlisted(request, &who, settings, rng, out);
-                    return full;
+                    return (full, None);
                 }
             }
         }
@@ -990,10 +1086,11 @@ impl Swarm {
                 if first {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
+                let prior = set.exchange_reported(position, reported);
                 let candidates = set.candidates(&settings.topology);
                 let own = Some(candidates.slot(position));
                 hand_out(&candidates, &who, own, numwant, policy, rng, out);
-                return hit;
+                return (hit, Some(prior));
             }
             // Outgrown, or an IPv6 peer: move to full sets and go on there.
             let v4 = set.to_full(&settings.topology);
@@ -1003,30 +1100,50 @@ impl Swarm {
             }));
         }
         let Peers::Full(sets) = &mut self.peers else {
-            return hit;
+            return (hit, None);
         };
-        match request.addr {
+        // A dual-stack client's twin in the other family: its completion
+        // counts once, and its reports are the same running totals.
+        let (first, prior, twin) = match request.addr {
             SocketAddr::V4(addr) => {
                 let (first, own) = sets
                     .v4
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
-                if first && !sets.v6.has_completed(id) {
-                    self.downloaded = self.downloaded.saturating_add(1);
-                }
+                let prior = sets.v4.exchange_reported(own, reported);
+                let twin = update_twin(&mut sets.v6, id, reported);
                 hand_out_dual(&sets.v4, own, &sets.v6, &who, numwant, policy, rng, out);
+                (first, prior, twin)
             }
             SocketAddr::V6(addr) => {
                 let (first, own) = sets
                     .v6
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
-                if first && !sets.v4.has_completed(id) {
-                    self.downloaded = self.downloaded.saturating_add(1);
-                }
+                let prior = sets.v6.exchange_reported(own, reported);
+                let twin = update_twin(&mut sets.v4, id, reported);
                 hand_out_dual(&sets.v6, own, &sets.v4, &who, numwant, policy, rng, out);
+                (first, prior, twin)
             }
+        };
+        if first && !twin.is_some_and(|(completed, _)| completed) {
+            self.downloaded = self.downloaded.saturating_add(1);
         }
-        hit
+        let prior = twin.map_or(prior, |(_, theirs)| prior.latest(theirs));
+        (hit, Some(prior))
     }
+}
+
+/// The same peer id in the other address family, if listed: whether its
+/// completion was counted, and its last report, which `reported` replaces.
+/// An empty set is not searched (most swarms have no IPv6 peers).
+fn update_twin<A: Copy + Into<SocketAddr>>(
+    other: &mut PeerSet<A>,
+    id: &PeerId,
+    reported: Reported,
+) -> Option<(bool, Reported)> {
+    if other.len() == 0 {
+        return None;
+    }
+    other.update_twin(id, reported)
 }
 
 /// What an announce may store: the limits, and the engine's peers now.
@@ -1088,6 +1205,14 @@ fn hand_out_dual<A, B, R>(
 
 #[cfg(test)]
 impl Engine {
+    /// The same engine keeping every swarm in full sets (the compact layout off).
+    pub(super) fn full_layout_only(self) -> Self {
+        Self {
+            compact: false,
+            ..self
+        }
+    }
+
     /// Checks every locality index against its entries; returns how many sets are indexed.
     pub(super) fn check_indexes(&self) -> usize {
         let mut indexed = 0;
@@ -1133,6 +1258,8 @@ mod tests {
             addr: v4(n),
             event,
             left,
+            uploaded: 0,
+            downloaded: 0,
             numwant,
             peer_ids: true,
         }

@@ -78,6 +78,7 @@ fn engine(policy: HandoutPolicy) -> Engine {
         LocalitySettings {
             topology: topology(),
             policy,
+            ..LocalitySettings::default()
         },
     )
 }
@@ -95,6 +96,8 @@ fn request(n: usize, place: &Place, seeder: bool, numwant: usize) -> AnnounceReq
         addr: SocketAddr::new(place.ip(), 6881 + (n % 1000) as u16),
         event: Event::None,
         left: u64::from(!seeder),
+        uploaded: 0,
+        downloaded: 0,
         numwant,
         peer_ids: false,
     }

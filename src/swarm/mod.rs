@@ -7,10 +7,11 @@
 //! the requests of [`crate::bittorrent`] and back; the engine answers them.
 //!
 //! Inside: `engine` (shards of swarms; announce, scrape, expiry), `compact`
-//! (the 32-bytes-a-peer layout of small IPv4 swarms), `peers` (the full
+//! (the 36-bytes-a-peer layout of small IPv4 swarms), `peers` (the full
 //! layout, its locality index, and the handout over either layout),
 //! `locality` (where an address sits), `sample` (random walks without repeats),
-//! `limits` (what one client can make the engine store).
+//! `limits` (what one client can make the engine store), `transfer` (what
+//! peers report they sent and received: the offload).
 
 mod compact;
 mod engine;
@@ -18,11 +19,15 @@ pub mod limits;
 mod locality;
 mod peers;
 mod sample;
+mod transfer;
 
 pub use engine::{Census, Engine, EngineConfig, LocalitySettings, PurgeStats};
 pub use limits::{Limit, LimitHits, StorageLimits};
 pub use locality::{HandoutPolicy, Locality, SiteSpec, TierCounts, Topology, TopologyError};
 pub use sample::{Walk, sample_indices};
+pub use transfer::{BusySwarm, IMPLAUSIBLE, Origins, TransferTotals};
 
 #[cfg(test)]
 mod locality_tests;
+#[cfg(test)]
+mod transfer_tests;

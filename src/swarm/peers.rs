@@ -22,6 +22,7 @@ use rand::Rng;
 
 use super::locality::{HandoutPolicy, Locality};
 use super::sample::Walk;
+use super::transfer::Reported;
 use crate::bittorrent::Tier;
 use crate::bittorrent::{HandoutPeer, PeerId};
 
@@ -146,8 +147,18 @@ struct Record {
     id: PeerId,
     /// Engine seconds at which the peer is dropped.
     expires_at: u32,
+    /// Its last reported transfer totals.
+    reported: Reported,
     /// Whether this peer's completed download was already counted.
     completed: bool,
+}
+
+/// What removing a peer found.
+pub(super) struct Removed {
+    /// It was an uncounted leecher that has finished: its download counts now.
+    pub(super) first_completion: bool,
+    /// Its last reported transfer totals.
+    pub(super) reported: Reported,
 }
 
 /// Per role and level (subnet, zone, region): group key → indexes of members.
@@ -486,6 +497,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         self.index.is_some()
     }
 
+    #[cfg(test)]
     pub(super) fn has_completed(&self, id: &PeerId) -> bool {
         self.find(id)
             .is_some_and(|slot| self.roles[slot.role()].records[slot.index() as usize].completed)
@@ -506,6 +518,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     ) -> (bool, Slot) {
         let role = if seeder { SEEDERS } else { LEECHERS };
         let mut counted_before = false;
+        let mut reported = Reported::UNKNOWN;
         let mut finished = completing;
         if let Some(slot) = self.find(&id) {
             let peers = &mut self.roles[slot.role()];
@@ -521,7 +534,9 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             // Role changed (leecher finished, or a seeder lost data), or the
             // peer moved to another network: re-file it.
             let was_seeder = slot.role() == SEEDERS;
-            counted_before = self.remove_slot(slot).1.completed;
+            let (_, removed) = self.remove_slot(slot);
+            counted_before = removed.completed;
+            reported = removed.reported;
             finished |= seeder && !was_seeder;
         }
         let peers = &mut self.roles[role];
@@ -531,6 +546,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             Record {
                 id,
                 expires_at,
+                reported,
                 completed: counted_before || finished,
             },
         );
@@ -549,16 +565,42 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         (finished && !counted_before, Slot::new(role, index))
     }
 
-    /// Removes a peer; returns whether it was an uncounted leecher that has
-    /// `finished` (so its download counts now).
-    pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> bool {
-        match self.find(id) {
-            Some(slot) => {
-                let (_, record) = self.remove_slot(slot);
-                finished && slot.role() == LEECHERS && !record.completed
-            }
-            None => false,
-        }
+    /// Removes a peer, if listed; `finished` says it stopped with nothing left.
+    pub(super) fn remove(&mut self, id: &PeerId, finished: bool) -> Option<Removed> {
+        let slot = self.find(id)?;
+        let (_, record) = self.remove_slot(slot);
+        Some(Removed {
+            first_completion: finished && slot.role() == LEECHERS && !record.completed,
+            reported: record.reported,
+        })
+    }
+
+    /// Replaces the last reported totals of the peer at `slot` (from
+    /// [`PeerSet::upsert`]); returns the ones it replaces.
+    pub(super) fn exchange_reported(&mut self, slot: Slot, reported: Reported) -> Reported {
+        self.roles[slot.role()]
+            .records
+            .get_mut(slot.index() as usize)
+            .map_or(Reported::UNKNOWN, |record| {
+                std::mem::replace(&mut record.reported, reported)
+            })
+    }
+
+    /// For a dual-stack client's twin in this family: whether its completed
+    /// download was counted, and its last report, which `reported` replaces
+    /// (both families' announces carry the same running totals, so both
+    /// entries keep the latest); `None` if the id is not listed here.
+    pub(super) fn update_twin(
+        &mut self,
+        id: &PeerId,
+        reported: Reported,
+    ) -> Option<(bool, Reported)> {
+        let slot = self.find(id)?;
+        let record = self.roles[slot.role()]
+            .records
+            .get_mut(slot.index() as usize)?;
+        let prior = std::mem::replace(&mut record.reported, reported);
+        Some((record.completed, prior))
     }
 
     /// Removes the entry at `slot` by swapping its role's last entry into its place.
@@ -599,6 +641,17 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     /// Calls `f(seeder, addr, locality, id, expires_at, completed)` for every
     /// peer, seeders first.
     pub(super) fn for_each(&self, mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool)) {
+        self.for_each_reported(|seeder, addr, locality, id, expires_at, completed, _| {
+            f(seeder, addr, locality, id, expires_at, completed)
+        });
+    }
+
+    /// As [`PeerSet::for_each`], with each peer's last reported totals.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn for_each_reported(
+        &self,
+        mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool, Reported),
+    ) {
         for role in [SEEDERS, LEECHERS] {
             let peers = &self.roles[role];
             for (place, record) in peers.places.iter().zip(&peers.records) {
@@ -609,6 +662,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
                     &record.id,
                     record.expires_at,
                     record.completed,
+                    record.reported,
                 );
             }
         }
