@@ -323,7 +323,7 @@ impl Metrics {
                 Kind::Counter,
                 "swarmgate_reported_bytes_total",
                 None,
-                "Bytes peers reported in announces, as increases per peer: downloaded (by any peer), uploaded by peers, uploaded by origins ([offload] origins). Offload = uploaded{by=\"peer\"} / downloaded",
+                "Bytes peers reported in announces, as increases per peer: downloaded (by any peer), uploaded by peers, uploaded by origins ([offload] origins). Offload = uploaded{by=\"peer\"} / the larger of downloaded and all uploaded (docs/offload.md)",
             ),
             (
                 Kind::Counter,

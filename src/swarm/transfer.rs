@@ -191,12 +191,22 @@ impl TransferTotals {
     }
 
     /// The offload: the share of what peers received that other peers (not
-    /// origins, not web seeds) sent, from 0 to 1; `None` before any download.
-    /// Reports arrive at each peer's own announces, so a swarm mid-transfer
-    /// can read high or low; it settles once its peers have announced again.
+    /// origins, not web seeds) sent, from 0 to 1; `None` before any traffic.
+    ///
+    /// What peers received is the larger of the two sides' reports. Clients
+    /// report `downloaded` as verified payload (libtorrent leaves out the
+    /// few percent of pieces fetched twice near the end) but `uploaded` as
+    /// every byte sent, so with no web seed the senders' side is the larger
+    /// and the truer; a web seed never reports, so with one the receivers'
+    /// side is. Reports arrive at each peer's own announces, so a swarm
+    /// mid-transfer can read high or low; it settles once its peers have
+    /// announced again.
     pub fn offload(&self) -> Option<f64> {
-        (self.downloaded > 0)
-            .then(|| (self.uploaded_by_peers as f64 / self.downloaded as f64).min(1.0))
+        let sent = self
+            .uploaded_by_peers
+            .saturating_add(self.uploaded_by_origins);
+        let received = self.downloaded.max(sent);
+        (received > 0).then(|| self.uploaded_by_peers as f64 / received as f64)
     }
 }
 
@@ -390,6 +400,22 @@ mod tests {
         );
         assert_eq!(totals.downloaded, u64::MAX);
         assert_eq!(totals.offload(), Some(IMPLAUSIBLE as f64 / u64::MAX as f64));
+        // Senders reporting more than receivers: the senders' side counts.
+        let swarm_only = TransferTotals {
+            downloaded: 90,
+            uploaded_by_peers: 75,
+            uploaded_by_origins: 25,
+            ..TransferTotals::default()
+        };
+        assert_eq!(swarm_only.offload(), Some(0.75));
+        // A web seed's bytes show only as downloads: the receivers' side counts.
+        let web_seeded = TransferTotals {
+            downloaded: 200,
+            uploaded_by_peers: 50,
+            ..TransferTotals::default()
+        };
+        assert_eq!(web_seeded.offload(), Some(0.25));
+        assert_eq!(TransferTotals::default().offload(), None);
     }
 
     #[test]
