@@ -17,8 +17,9 @@
 //!   service that answers it from the engine; the gateway layer wraps it.
 //! - [`gateway`]: the JWT check in front of the tracker service (a tower layer);
 //!   an unknown kid waits for a paced, shared JWKS refetch.
-//! - [`swarm`]: the engine. Swarms, peers, handout, expiry, storage limits;
-//!   pure, takes time and RNG.
+//! - [`swarm`]: the engine. Swarms, peers, handout, expiry, storage limits,
+//!   and the transfer totals peers report (the offload); pure, takes time
+//!   and RNG.
 //! - [`store`]: swarms across restarts: the engine's peers in a snapshot
 //!   file (written on a timer and at shutdown, off the request path; loaded
 //!   at start, expired peers dropped, damaged files moved aside).
