@@ -423,6 +423,7 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signals = StopSignals::register();
         let server = match server::start(config.clone()).await {
             Ok(server) => server,
             Err(error) => {
@@ -440,7 +441,7 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
             }
         }
         explain_auth(&config, &server);
-        until_stopped(|| reload(&server, path.as_deref())).await;
+        until_stopped(signals, || reload(&server, path.as_deref())).await;
         tracing::info!("shutting down");
         server.shutdown().await;
         ExitCode::SUCCESS
@@ -456,6 +457,7 @@ fn bridge(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signals = StopSignals::register();
         let bridge = match crate::bridge::start(&config).await {
             Ok(bridge) => bridge,
             Err(error) => {
@@ -463,7 +465,7 @@ fn bridge(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        until_stopped(|| {
+        until_stopped(signals, || {
             if let Err(error) = bridge.rotate() {
                 tracing::warn!("SIGHUP: no rotation: {error}");
             }
@@ -512,24 +514,81 @@ fn explain_auth(config: &Config, server: &Server) {
     );
 }
 
-/// Waits for SIGINT or SIGTERM, running `on_hangup` on every SIGHUP
-/// (`serve` reloads its configuration, `bridge` rotates its key).
-async fn until_stopped<F: std::future::Future<Output = ()>>(mut on_hangup: impl FnMut() -> F) {
+/// The signals `serve` and `bridge` answer, registered before anything is
+/// bound or logged as serving. Until a handler is registered a signal takes
+/// its default action: a SIGHUP sent right after the "serving" line would
+/// kill the process (or, where the parent ignores SIGHUP, as `nohup` does,
+/// be lost), and a SIGTERM would skip the graceful shutdown and its
+/// snapshot. `tests/cli.rs` lost a reload to that window once.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut hangup) = signal(SignalKind::hangup()) {
-            let stop = shutdown_signal();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = hangup.recv() => on_hangup().await,
+    hangup: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Registers the handlers now (inside the runtime). A signal that
+    /// cannot be registered is logged and then never arrives.
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let register = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(stream) => Some(stream),
+                Err(error) => {
+                    tracing::warn!("cannot handle {name}: {error}");
+                    None
                 }
+            };
+            Self {
+                hangup: register(SignalKind::hangup(), "SIGHUP"),
+                interrupt: register(SignalKind::interrupt(), "SIGINT"),
+                terminate: register(SignalKind::terminate(), "SIGTERM"),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    shutdown_signal().await;
+}
+
+/// Waits for SIGINT or SIGTERM, running `on_hangup` on every SIGHUP
+/// (`serve` reloads its configuration, `bridge` rotates its key).
+#[cfg(unix)]
+async fn until_stopped<F: std::future::Future<Output = ()>>(
+    mut signals: StopSignals,
+    mut on_hangup: impl FnMut() -> F,
+) {
+    // Resolves on the next delivery; never, for a signal not registered
+    // (or a stream that ended, which would otherwise spin).
+    async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+        if let Some(signal) = signal
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+    loop {
+        tokio::select! {
+            _ = next(&mut signals.interrupt) => return,
+            _ = next(&mut signals.terminate) => return,
+            _ = next(&mut signals.hangup) => on_hangup().await,
+        }
+    }
+}
+
+/// Waits for Ctrl-C (no SIGHUP off Unix).
+#[cfg(not(unix))]
+async fn until_stopped<F: std::future::Future<Output = ()>>(
+    _signals: StopSignals,
+    _on_hangup: impl FnMut() -> F,
+) {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Re-reads the file (and the environment) and puts it in force, or keeps
@@ -557,27 +616,4 @@ async fn reload(server: &Server, path: Option<&std::path::Path>) {
         .metrics
         .counter("swarmgate_config_reloads_total", &[("result", label)])
         .increment(1);
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }

@@ -260,3 +260,30 @@ fn sighup_reloads_good_files_refuses_bad_ones_and_logs_json() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The signal handlers are in place before the tracker says it serves: a
+/// SIGHUP sent the moment the listeners line appears is a reload, never the
+/// default action (which kills the process, or is lost where the parent
+/// ignores SIGHUP). Five starts, each signalled with no delay.
+#[tokio::test]
+async fn a_sighup_right_after_the_serving_line_is_a_reload() {
+    let dir = common::temp_dir("sighup-at-start");
+    for attempt in 0..5 {
+        let tracker = common::TrackerProcess::start(&dir, &format!("at-start-{attempt}"), "");
+        tracker.signal(libc::SIGHUP);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let metrics = scrape_metrics(tracker.admin).await;
+            // The series exists only once a reload was counted.
+            if metrics.get("swarmgate_config_reloads_total{result=\"ok\"}") == Some(&1.0) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempt {attempt}: the reload was never counted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(tracker.stop().success(), "attempt {attempt}: a clean stop");
+    }
+}
