@@ -46,9 +46,80 @@ def probe(torrent, source, left):
     print(json.dumps({"peers": peers, "failure": reply.get(b"failure reason", b"").decode()}), flush=True)
 
 
+def serve_webseed(directory, port):
+    """The origin as a BEP 19 web seed: the layer over HTTP with Range
+    support (Python's own file server ignores Range, which web seeds need).
+    Prints {"serving": port}, then serves until its standard input closes
+    and prints {"sent": bytes of bodies sent}."""
+    import http.server
+    import os
+    import threading
+
+    sent = [0]
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            path = os.path.join(directory, os.path.basename(self.path.split("?")[0]))
+            if not os.path.isfile(path):
+                self.send_error(404)
+                return
+            size = os.path.getsize(path)
+            start, end = 0, size - 1
+            ranged = self.headers.get("Range", "").startswith("bytes=")
+            if ranged:
+                first, _, last = self.headers["Range"][6:].split(",")[0].partition("-")
+                start = int(first) if first else size - int(last)
+                end = min(int(last), size - 1) if first and last else size - 1
+            if start > end or start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206 if ranged else 200)
+            self.send_header("Content-Length", str(end - start + 1))
+            if ranged:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            with open(path, "rb") as f:
+                f.seek(start)
+                left = end - start + 1
+                while left:
+                    chunk = f.read(min(left, 1 << 16))
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+                    with lock:
+                        sent[0] += len(chunk)
+
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = __import__("socket").AF_INET6
+        daemon_threads = True
+
+        def server_bind(self):
+            # Dual-stack: IPv4 agents and IPv6-only racks alike.
+            self.socket.setsockopt(__import__("socket").IPPROTO_IPV6, __import__("socket").IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    server = Server(("::", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(json.dumps({"serving": port}), flush=True)
+    sys.stdin.read()
+    server.shutdown()
+    print(json.dumps({"sent": sent[0]}), flush=True)
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--probe":
         probe(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--webseed":
+        serve_webseed(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--torrent", required=True)
