@@ -53,6 +53,7 @@ def serve_webseed(directory, port):
     and prints {"sent": bytes of bodies sent}."""
     import http.server
     import os
+    import socket
     import threading
 
     sent = [0]
@@ -98,12 +99,12 @@ def serve_webseed(directory, port):
                         sent[0] += len(chunk)
 
     class Server(http.server.ThreadingHTTPServer):
-        address_family = __import__("socket").AF_INET6
+        address_family = socket.AF_INET6
         daemon_threads = True
 
         def server_bind(self):
             # Dual-stack: IPv4 agents and IPv6-only racks alike.
-            self.socket.setsockopt(__import__("socket").IPPROTO_IPV6, __import__("socket").IPV6_V6ONLY, 0)
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             super().server_bind()
 
     server = Server(("::", port), Handler)

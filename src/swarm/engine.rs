@@ -909,11 +909,11 @@ impl Swarm {
             (Peers::Compact(_), SocketAddr::V6(_)) => return None,
             (Peers::Full(sets), SocketAddr::V4(_)) => (
                 sets.v4.remove(id, finished)?,
-                update_twin(&mut sets.v6, id, reported),
+                sets.v6.update_twin(id, reported),
             ),
             (Peers::Full(sets), SocketAddr::V6(_)) => (
                 sets.v6.remove(id, finished)?,
-                update_twin(&mut sets.v4, id, reported),
+                sets.v4.update_twin(id, reported),
             ),
         };
         let Removed {
@@ -1110,7 +1110,7 @@ impl Swarm {
                     .v4
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v4.exchange_reported(own, reported);
-                let twin = update_twin(&mut sets.v6, id, reported);
+                let twin = sets.v6.update_twin(id, reported);
                 hand_out_dual(&sets.v4, own, &sets.v6, &who, numwant, policy, rng, out);
                 (first, prior, twin)
             }
@@ -1119,7 +1119,7 @@ impl Swarm {
                     .v6
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v6.exchange_reported(own, reported);
-                let twin = update_twin(&mut sets.v4, id, reported);
+                let twin = sets.v4.update_twin(id, reported);
                 hand_out_dual(&sets.v6, own, &sets.v4, &who, numwant, policy, rng, out);
                 (first, prior, twin)
             }
@@ -1130,20 +1130,6 @@ impl Swarm {
         let prior = twin.map_or(prior, |(_, theirs)| prior.latest(theirs));
         (hit, Some(prior))
     }
-}
-
-/// The same peer id in the other address family, if listed: whether its
-/// completion was counted, and its last report, which `reported` replaces.
-/// An empty set is not searched (most swarms have no IPv6 peers).
-fn update_twin<A: Copy + Into<SocketAddr>>(
-    other: &mut PeerSet<A>,
-    id: &PeerId,
-    reported: Reported,
-) -> Option<(bool, Reported)> {
-    if other.len() == 0 {
-        return None;
-    }
-    other.update_twin(id, reported)
 }
 
 /// What an announce may store: the limits, and the engine's peers now.

@@ -589,12 +589,16 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     /// For a dual-stack client's twin in this family: whether its completed
     /// download was counted, and its last report, which `reported` replaces
     /// (both families' announces carry the same running totals, so both
-    /// entries keep the latest); `None` if the id is not listed here.
+    /// entries keep the latest); `None` if the id is not listed here. An
+    /// empty set is not searched (most swarms have no IPv6 peers).
     pub(super) fn update_twin(
         &mut self,
         id: &PeerId,
         reported: Reported,
     ) -> Option<(bool, Reported)> {
+        if self.len() == 0 {
+            return None;
+        }
         let slot = self.find(id)?;
         let record = self.roles[slot.role()]
             .records

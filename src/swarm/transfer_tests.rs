@@ -299,11 +299,13 @@ fn busiest_swarms_come_heaviest_first_and_stay_bounded() {
 proptest! {
     /// However a client's announces fall over families, layouts and other
     /// peers' comings and goings, while it stays listed what is counted is
-    /// exactly its last report minus its first (totals below 1,024 are kept
-    /// exactly, so no rounding enters).
+    /// exactly its last report minus its first. Steps below 17 over at most
+    /// 59 announces keep every total below 1,024, where codes are exact by
+    /// construction, so no rounding enters (with steps up to 40 a total
+    /// could reach 2,301, past 2,047, the last exact code).
     #[test]
     fn a_listed_client_is_counted_exactly(
-        steps in proptest::collection::vec((0u64..40, any::<bool>(), 0u32..40, any::<bool>()), 1..60),
+        steps in proptest::collection::vec((0u64..17, any::<bool>(), 0u32..40, any::<bool>()), 1..60),
         full_only in any::<bool>(),
     ) {
         let engine = engine(full_only);
