@@ -30,8 +30,8 @@ pub const IMPLAUSIBLE: u64 = 1 << 40;
 const MANTISSA_BITS: u32 = 10;
 const MANTISSA: u64 = 1 << MANTISSA_BITS;
 
-/// A total as a 16-bit code, rounded down: exact below 1,024, then within
-/// 1/1,024. Codes order as the totals do, so comparing codes compares totals.
+/// A total as a 16-bit code, rounded down: exact below 2,048 (11
+/// significant bits: the leading one and the mantissa), then within 1/1,024. Codes order as the totals do, so comparing codes compares totals.
 fn encode(total: u64) -> u16 {
     if total < MANTISSA {
         return total as u16;
@@ -319,11 +319,11 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn codes_are_exact_below_1024_and_never_collide_with_unknown() {
-        for total in 0..MANTISSA {
+    fn codes_are_exact_below_2048_and_never_collide_with_unknown() {
+        for total in 0..2 * MANTISSA {
             assert_eq!(decode(encode(total)), total);
         }
-        assert_eq!(decode(encode(1024)), 1024);
+        assert_eq!(decode(encode(2 * MANTISSA + 1)), 2 * MANTISSA);
         assert!(encode(u64::MAX) < u16::MAX);
         assert!(Reported::new(u64::MAX, u64::MAX).is_known());
     }
