@@ -31,7 +31,9 @@ const MANTISSA_BITS: u32 = 10;
 const MANTISSA: u64 = 1 << MANTISSA_BITS;
 
 /// A total as a 16-bit code, rounded down: exact below 2,048 (11
-/// significant bits: the leading one and the mantissa), then within 1/1,024. Codes order as the totals do, so comparing codes compares totals.
+/// significant bits: the leading one and the mantissa), then within
+/// 1/1,024. Codes order as the totals do, so comparing codes compares
+/// totals.
 fn encode(total: u64) -> u16 {
     if total < MANTISSA {
         return total as u16;
