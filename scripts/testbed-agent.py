@@ -13,6 +13,7 @@ crash in wait_for_alert().
 
 import argparse
 import json
+import os
 import select
 import sys
 import time
@@ -146,6 +147,11 @@ def main():
         "announce_to_all_trackers": True,
         # Fewer connections than agents, so whom the tracker hands out matters.
         "connections_limit": 16,
+        # A peer that finishes closes every connection that looks useless
+        # to both ends at that instant: a leecher whose only missing piece
+        # is the one just finished has not heard its HAVE yet, so it is
+        # dropped and waits seconds for a reconnect. Keep such connections.
+        "close_redundant_connections": False,
         # Closing the session waits this long for the stopped announces.
         "stop_tracker_timeout": 5,
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
@@ -157,14 +163,29 @@ def main():
     params.save_path = args.save
     if args.seed:
         params.flags |= lt.torrent_flags.seed_mode
+    # Not queued: an auto-managed torrent that finishes is paused and
+    # requeued as a seed, which drops every connection for seconds while
+    # the peers that were pulling from it wait.
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
     handle = session.add_torrent(params)
     started = time.time()
     done = args.seed
     if done:
         print(json.dumps({"done": 0.0}), flush=True)
+    # TB_TRACE=DIR: a line of progress and peers (address, down and up
+    # rates) every quarter second, to see who fed whom.
+    trace_dir = os.environ.get("TB_TRACE")
+    trace = open(os.path.join(trace_dir, args.listen.split(":")[0] + ".log"), "w") if trace_dir else None
+    last_trace = 0.0
     while True:
         session.pop_alerts()
         status = handle.status()
+        if trace and time.time() - last_trace > 0.25:
+            last_trace = time.time()
+            peers = [(p.ip[0], p.down_speed, p.up_speed) for p in handle.get_peer_info()]
+            trace.write(json.dumps({"t": round(last_trace, 2), "progress": round(status.progress, 3),
+                                    "next_announce": str(status.next_announce), "peers": peers}) + "\n")
+            trace.flush()
         if not done and status.is_seeding:
             done = True
             print(json.dumps({"done": round(time.time() - started, 3)}), flush=True)

@@ -188,6 +188,7 @@ pub struct SimulateArgs {
     /// order; a capped agent asks for that many peers.
     #[arg(long, default_value_t = 20)]
     max_connections: usize,
+
     /// Rounds between an agent's announces.
     #[arg(long, default_value_t = 10)]
     announce_every: u32,
@@ -203,6 +204,9 @@ pub struct SimulateArgs {
     /// swarmgate policy: percentage of slots spilled to farther tiers.
     #[arg(long, default_value_t = 15)]
     spill_percent: u8,
+    /// swarmgate policy: leechers per region that take links to other regions (0 = all).
+    #[arg(long, default_value_t = 1)]
+    bridgeheads: usize,
     /// Directory for simulation.md and simulation.svg (not written when absent).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -282,6 +286,7 @@ fn simulate(args: SimulateArgs) -> Result<(), String> {
         tiers: true,
         seeder_guard: args.seeder_guard,
         spill_percent: args.spill_percent,
+        bridgeheads: args.bridgeheads,
     };
     for (name, policy) in simulate::policies(tiers) {
         outcomes.push(simulate::run(&settings, name, policy).map_err(|e| e.to_string())?);

@@ -383,6 +383,8 @@ pub struct LocalityConfig {
     pub seeder_guard: u8,
     /// Percentage of each reply's slots given to the next farther tiers so groups stay connected.
     pub spill_percent: u8,
+    /// Leechers per region, first come, that take links to other regions, and one in four after them; stalled leechers too (0 = every leecher).
+    pub bridgeheads: u16,
     /// Operator-written topology; the longest matching prefix wins.
     pub sites: Vec<Site>,
 }
@@ -395,6 +397,7 @@ impl Default for LocalityConfig {
             tiers: true,
             seeder_guard: 2,
             spill_percent: 15,
+            bridgeheads: 1,
             sites: Vec::new(),
         }
     }
@@ -626,6 +629,17 @@ seeder_guard = 2
 # Starvation guard 2: this percentage of each reply's slots goes to the next
 # farther tiers, so racks and zones stay connected. 0 disables.
 spill_percent = 15
+# Bridgeheads, against the opposite waste: of each region's leechers (in a
+# swarm, in the order they joined), only the first this many, and one in four
+# after them, take links to other regions; the rest are handed no peer of
+# another region and are handed to no announcer of another region, so a
+# remote region pulls a layer across its slow link about once and spreads it
+# inside. When a bridgehead finishes or leaves, another leecher takes its
+# place at its next announce, and a leecher whose reported download stood
+# still since its last announce is handed far peers anyway, so a region whose
+# bridgeheads are stuck heals within an announce interval. Only for peers a
+# site places in a region. 0 disables (every leecher may link regions).
+bridgeheads = 1
 # The operator's topology, one [[locality.sites]] table per site; the longest
 # matching prefix wins. Example:
 #   [[locality.sites]]

@@ -647,6 +647,7 @@ pub fn locality_settings(
             tiers: config.tiers,
             seeder_guard: usize::from(config.seeder_guard),
             spill_percent: config.spill_percent,
+            bridgeheads: usize::from(config.bridgeheads),
         },
         origins: offload.origins(),
     })

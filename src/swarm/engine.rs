@@ -1051,11 +1051,12 @@ impl Swarm {
         let seeder = request.is_seeder();
         let completing = request.event == Event::Completed;
         let id = &request.peer_id;
-        let who = Announcer {
+        let mut who = Announcer {
             id,
             locality,
             to_seeder: seeder,
             with_ids: request.peer_ids,
+            stalled: false,
         };
         let numwant = request.numwant;
         let policy = &settings.policy;
@@ -1087,6 +1088,7 @@ impl Swarm {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
                 let prior = set.exchange_reported(position, reported);
+                who.stalled = !seeder && reported.stalled_since(prior);
                 let candidates = set.candidates(&settings.topology);
                 let own = Some(candidates.slot(position));
                 hand_out(&candidates, &who, own, numwant, policy, rng, out);
@@ -1110,6 +1112,7 @@ impl Swarm {
                     .v4
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v4.exchange_reported(own, reported);
+                who.stalled = !seeder && reported.stalled_since(prior);
                 let twin = sets.v6.update_twin(id, reported);
                 hand_out_dual(&sets.v4, own, &sets.v6, &who, numwant, policy, rng, out);
                 (first, prior, twin)
@@ -1119,6 +1122,7 @@ impl Swarm {
                     .v6
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v6.exchange_reported(own, reported);
+                who.stalled = !seeder && reported.stalled_since(prior);
                 let twin = sets.v4.update_twin(id, reported);
                 hand_out_dual(&sets.v6, own, &sets.v4, &who, numwant, policy, rng, out);
                 (first, prior, twin)

@@ -68,6 +68,11 @@ pub struct HandoutPolicy {
     /// Guard 2: this percentage of the slots goes to tiers beyond the
     /// nearest ones that could fill the reply, so groups stay connected (0 disables).
     pub spill_percent: u8,
+    /// Guard 3: only the first this many leechers of a region (in the
+    /// order they joined), and one in four after them, take links to other
+    /// regions; the rest are handed no far peers and are handed to no far
+    /// announcer, unless their download stalled (0 disables).
+    pub bridgeheads: usize,
 }
 
 impl Default for HandoutPolicy {
@@ -76,6 +81,7 @@ impl Default for HandoutPolicy {
             tiers: true,
             seeder_guard: 2,
             spill_percent: 15,
+            bridgeheads: 1,
         }
     }
 }
@@ -86,6 +92,7 @@ impl HandoutPolicy {
         tiers: false,
         seeder_guard: 0,
         spill_percent: 0,
+        bridgeheads: 0,
     };
 
     /// Nearest tiers first with no guards: the strict preference that starves groups.
@@ -93,6 +100,7 @@ impl HandoutPolicy {
         tiers: true,
         seeder_guard: 0,
         spill_percent: 0,
+        bridgeheads: 0,
     };
 }
 

@@ -110,6 +110,7 @@ fn policy() -> impl Strategy<Value = HandoutPolicy> {
             tiers: true,
             seeder_guard,
             spill_percent,
+            bridgeheads: 0,
         }),
         1 => Just(HandoutPolicy::STRICT),
     ]
@@ -152,11 +153,28 @@ proptest! {
             .enumerate()
             .map(|(n, (place, seeder))| (request(n, place, *seeder, 0).addr, (n, *seeder)))
             .collect();
+        // The bridgehead guard: a leecher's rank is how many leechers of its
+        // region announced before it; far links only between bridgeheads.
+        let is_bridgehead = |rank: usize| rank < policy.bridgeheads || rank.is_multiple_of(4);
+        let guarded = policy.tiers && policy.bridgeheads > 0;
+        let mut ranks = HashMap::new();
+        let mut seen = [0usize; 256];
+        for (n, (place, seeder)) in peers.iter().enumerate() {
+            if let (false, Some(region)) = (*seeder, place.region) {
+                ranks.insert(n, seen[usize::from(region)]);
+                seen[usize::from(region)] += 1;
+            }
+        }
+        let far_closed = guarded
+            && !i_seed
+            && my_place.region.is_some_and(|region| !is_bridgehead(seen[usize::from(region)]));
+        let hidden_from_afar = |n: usize| guarded && ranks.get(&n).is_some_and(|&rank| !is_bridgehead(rank));
         let eligible: HashMap<usize, Tier> = peers
             .iter()
             .enumerate()
             .filter(|(_, (_, seeder))| !(i_seed && *seeder))
             .map(|(n, (place, _))| (n, mine.tier_of(&engine.locate(place.ip()))))
+            .filter(|&(n, tier)| tier != Tier::Other || !(far_closed || hidden_from_afar(n)))
             .collect();
 
         let mut handed = HashSet::new();
@@ -388,5 +406,166 @@ fn guards_reach_past_a_crowded_rack() {
             assert_eq!(count(Tier::Region), want_region, "{policy:?}");
             assert_eq!(count(Tier::Zone), 0);
         }
+    }
+}
+
+/// The bridgehead guard, in the compact layout, a full set and an indexed
+/// one: of a remote region's leechers, the first and one in four after it
+/// are handed the far region's seeders and the others are not; a far seeder
+/// asking for every leecher is handed only those; when a bridgehead leaves,
+/// another leecher of its region takes its place; a leecher whose reported
+/// download stood still since its last announce reaches far peers anyway.
+#[test]
+fn only_bridgeheads_link_regions() {
+    let policy = HandoutPolicy {
+        bridgeheads: 1,
+        ..HandoutPolicy::default()
+    };
+    for origin_seeders in [4u8, 24, 204] {
+        let engine = engine(policy);
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(5);
+        let origin = |host| Place {
+            region: Some(0),
+            zone: 0,
+            rack: 0,
+            host,
+        };
+        let remote = |n: usize| Place {
+            region: Some(1),
+            zone: 1,
+            rack: (n % 2) as u8,
+            host: 10 + n as u8,
+        };
+        for host in 1..=origin_seeders {
+            engine.announce(
+                &request(usize::from(host), &origin(host), true, 0),
+                now,
+                rng,
+            );
+        }
+        let far = |response: &crate::bittorrent::AnnounceResponse| {
+            response
+                .peers
+                .iter()
+                .filter(|p| p.tier == Tier::Other)
+                .count()
+        };
+        for n in 0..9 {
+            let response = engine.announce(&request(1000 + n, &remote(n), false, 50), now, rng);
+            assert_eq!(
+                far(&response) > 0,
+                n % 4 == 0,
+                "{origin_seeders}: leecher {n}"
+            );
+            assert!(response.peers.len() >= n.min(50), "its own region in full");
+        }
+        let seeder = engine.announce(&request(1, &origin(1), true, 50), now, rng);
+        assert_eq!(
+            seeder.peers.len(),
+            3,
+            "{origin_seeders}: ranks 0, 4 and 8 only"
+        );
+
+        engine.announce(
+            &AnnounceRequest {
+                event: Event::Stopped,
+                ..request(1000, &remote(0), false, 0)
+            },
+            now,
+            rng,
+        );
+        // Each re-announces having downloaded more: not stalled.
+        let progressing = |n: usize, downloaded| AnnounceRequest {
+            downloaded,
+            ..request(1000 + n, &remote(n), false, 50)
+        };
+        let linked = (1..9)
+            .filter(|&n| far(&engine.announce(&progressing(n, 1 << 20), now, rng)) > 0)
+            .count();
+        assert_eq!(
+            linked, 2,
+            "{origin_seeders}: eight leechers, two bridgeheads"
+        );
+        let seeder = engine.announce(&request(1, &origin(1), true, 50), now, rng);
+        assert_eq!(seeder.peers.len(), 2, "{origin_seeders}");
+        let stalled = (1..9)
+            .filter(|&n| far(&engine.announce(&progressing(n, 1 << 20), now, rng)) > 0)
+            .count();
+        assert_eq!(
+            stalled, 8,
+            "{origin_seeders}: no progress, every one reaches far"
+        );
+        let moving = (1..9)
+            .filter(|&n| far(&engine.announce(&progressing(n, 2 << 20), now, rng)) > 0)
+            .count();
+        assert_eq!(
+            moving, 2,
+            "{origin_seeders}: progress again, bridgeheads only"
+        );
+    }
+}
+
+/// A region's leechers keep the order they joined in when others leave or
+/// expire, in the compact layout and in a full set, so the bridgeheads after
+/// an expiry are the first remaining leecher and the one four places on.
+#[test]
+fn bridgeheads_follow_join_order_through_expiry() {
+    for origin_seeders in [4u8, 24] {
+        let engine = engine(HandoutPolicy::default());
+        let start = engine.epoch();
+        let later = start + Duration::from_secs(60);
+        let rng = &mut SmallRng::seed_from_u64(9);
+        let origin = |host| Place {
+            region: Some(0),
+            zone: 0,
+            rack: 0,
+            host,
+        };
+        let remote = |n: usize| Place {
+            region: Some(1),
+            zone: 1,
+            rack: 0,
+            host: 10 + n as u8,
+        };
+        let leecher = |n: usize, downloaded| AnnounceRequest {
+            downloaded,
+            ..request(1000 + n, &remote(n), false, 50)
+        };
+        for host in 1..=origin_seeders {
+            engine.announce(
+                &request(usize::from(host), &origin(host), true, 0),
+                start,
+                rng,
+            );
+        }
+        for n in 0..9 {
+            engine.announce(&leecher(n, 0), start, rng);
+        }
+        // All but leechers 0 and 2 announce again later; those two expire.
+        for host in 1..=origin_seeders {
+            engine.announce(
+                &request(usize::from(host), &origin(host), true, 0),
+                later,
+                rng,
+            );
+        }
+        for n in [1, 3, 4, 5, 6, 7, 8] {
+            engine.announce(&leecher(n, 1 << 20), later, rng);
+        }
+        let gone = engine.purge_expired(start + Duration::from_secs(101));
+        assert_eq!(gone.removed_peers, 2, "{origin_seeders}");
+        let linked: Vec<usize> = [1, 3, 4, 5, 6, 7, 8]
+            .into_iter()
+            .filter(|&n| {
+                let response = engine.announce(&leecher(n, 2 << 20), later, rng);
+                response.peers.iter().any(|p| p.tier == Tier::Other)
+            })
+            .collect();
+        assert_eq!(
+            linked,
+            [1, 6],
+            "{origin_seeders}: ranks 0 and 4 of what is left"
+        );
     }
 }

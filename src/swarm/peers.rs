@@ -39,6 +39,14 @@ const MAX_GUARD: usize = 8;
 pub(super) const SEEDERS: usize = 0;
 pub(super) const LEECHERS: usize = 1;
 const NO_LINK: u32 = u32::MAX;
+/// The region's level in [`level_keys`] and the index's groups.
+const REGION_LEVEL: usize = 2;
+/// Region ids a small set's classify pass counts leechers of for the
+/// bridgehead guard; leechers of regions numbered past it are never hidden.
+const FAR_REGIONS: usize = 64;
+/// However many bridgeheads are configured, one leecher in this many of a
+/// region may take links to other regions.
+const REGION_SHARE: usize = 4;
 
 /// Peers of one family.
 pub(super) struct PeerSet<A> {
@@ -244,6 +252,14 @@ impl LocalityIndex {
         self.links[role].swap_remove(position as usize);
     }
 
+    /// The entry's place among the members of its role in its region, in
+    /// the order they joined (a removal moves the last into the gap);
+    /// `None` when its region is unknown.
+    fn region_rank(&self, role: usize, position: u32) -> Option<u32> {
+        let link = self.links[role].get(position as usize)?[REGION_LEVEL];
+        (link != NO_LINK).then_some(link)
+    }
+
     fn group(&self, role: usize, level: usize, key: Option<u32>) -> &[u32] {
         key.and_then(|key| self.groups[role][level].get(&key))
             .map_or(&[], Vec::as_slice)
@@ -259,6 +275,10 @@ pub(super) struct Announcer<'a> {
     /// Whether the reply carries peer ids; reading them costs one more
     /// memory access per peer handed out, so only non-compact replies do.
     pub with_ids: bool,
+    /// A listed leecher whose reported download did not grow since its last
+    /// announce: the bridgehead guard lets it reach other regions, so a
+    /// region whose bridgeheads are stuck heals at its next announces.
+    pub stalled: bool,
 }
 
 /// Peer storage a handout can walk: peers addressed by role and index, the
@@ -361,6 +381,25 @@ impl Seq<'_> {
     }
 }
 
+/// Per region id, how many of its leechers a classify pass has met so far
+/// (region ids are numbered from 1 in the order the sites name them).
+struct FarRegions([u32; FAR_REGIONS]);
+
+impl FarRegions {
+    /// How many leechers of `region` came before this one; 0 (a bridgehead)
+    /// for a region numbered past the table.
+    #[inline]
+    fn rank(&mut self, region: u16) -> usize {
+        match self.0.get_mut(usize::from(region)) {
+            Some(count) => {
+                *count += 1;
+                *count as usize - 1
+            }
+            None => 0,
+        }
+    }
+}
+
 /// Without an index, candidates classified by tier in one pass: positions fit a byte.
 struct Buckets {
     /// Per tier, seeders' positions first, then leechers'.
@@ -378,6 +417,14 @@ struct Handout<'s, 'a, S> {
     who: &'s Announcer<'a>,
     own: Option<Slot>,
     buckets: Option<Buckets>,
+    /// The bridgehead guard: leechers of a region past this rank get no far
+    /// peers and are no far peer (0: no guard).
+    bridgeheads: usize,
+    /// The announcer is a leecher past its region's bridgeheads: no far tier.
+    far_closed: bool,
+    /// Walks of an indexed set skip far leechers past their bridgeheads (a
+    /// small set's classify pass leaves them out of its buckets).
+    hide_far: bool,
 }
 
 /// Where each tier's walk stands, and which seeders the guard picked.
@@ -622,6 +669,32 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
                 &peers.places[last].locality,
             );
         }
+        if role == LEECHERS && self.index.is_none() {
+            // A small set keeps its leechers in the order they joined: the
+            // bridgehead guard ranks a region's leechers by position, and a
+            // swap would lift the newest leecher of any region to the front.
+            // Below the index threshold the shift is a few kilobytes.
+            let removed = (
+                peers.places.remove(position),
+                peers.records.remove(position),
+            );
+            if let Ok(gone) = self
+                .slots
+                .find_entry(hash_id(&removed.1.id), |s| *s == slot)
+            {
+                gone.remove();
+            }
+            for (at, record) in peers.records.iter().enumerate().skip(position) {
+                let was = Slot::new(role, saturating_u32(at + 1));
+                if let Some(moved_slot) = self.slots.find_mut(hash_id(&record.id), |s| *s == was) {
+                    *moved_slot = Slot::new(role, saturating_u32(at));
+                }
+            }
+            if self.slots.len() <= INDEX_DROP {
+                self.index = None;
+            }
+            return removed;
+        }
         let removed = peers.swap_remove(position);
         // Slots are matched by value here, not by id: no entry lookups needed.
         if let Ok(gone) = self
@@ -639,6 +712,36 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         if self.slots.len() <= INDEX_DROP {
             self.index = None;
         }
+        removed
+    }
+
+    /// Removes expired leechers of a set without an index in one pass that
+    /// keeps the others in order (removing them one by one would shift the
+    /// tail once per expired leecher); returns how many.
+    fn purge_leechers_in_order(&mut self, now_secs: u32) -> usize {
+        let peers = &mut self.roles[LEECHERS];
+        let mut kept = 0;
+        for at in 0..peers.len() {
+            let id = peers.records[at].id;
+            let was = Slot::new(LEECHERS, saturating_u32(at));
+            if peers.records[at].expires_at <= now_secs {
+                if let Ok(gone) = self.slots.find_entry(hash_id(&id), |s| *s == was) {
+                    gone.remove();
+                }
+                continue;
+            }
+            if kept != at {
+                peers.places.swap(kept, at);
+                peers.records.swap(kept, at);
+                if let Some(slot) = self.slots.find_mut(hash_id(&id), |s| *s == was) {
+                    *slot = Slot::new(LEECHERS, saturating_u32(kept));
+                }
+            }
+            kept += 1;
+        }
+        let removed = peers.len() - kept;
+        peers.places.truncate(kept);
+        peers.records.truncate(kept);
         removed
     }
 
@@ -675,6 +778,9 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     /// Removes expired peers; returns how many.
     pub(super) fn purge(&mut self, now_secs: u32) -> usize {
         let mut removed = 0;
+        if self.index.is_none() {
+            removed += self.purge_leechers_in_order(now_secs);
+        }
         for role in [SEEDERS, LEECHERS] {
             let mut index = 0;
             while let Some(record) = self.roles[role].records.get(index) {
@@ -709,6 +815,9 @@ pub(super) fn hand_out<S: Candidates, R: Rng + ?Sized>(
         who,
         own,
         buckets: None,
+        bridgeheads: if policy.tiers { policy.bridgeheads } else { 0 },
+        far_closed: false,
+        hide_far: false,
     };
     let progress = &mut Progress::default();
     if !policy.tiers {
@@ -728,6 +837,14 @@ pub(super) fn hand_out<S: Candidates, R: Rng + ?Sized>(
     }
     if set.locality_index().is_none() {
         handout.buckets = Some(handout.classify());
+    }
+    // Without a leecher in a known region there is nothing to hide.
+    handout.hide_far = handout.bridgeheads > 0
+        && set
+            .locality_index()
+            .is_some_and(|index| !index.groups[LEECHERS][REGION_LEVEL].is_empty());
+    if handout.bridgeheads > 0 && !who.to_seeder && !who.stalled && who.locality.region != 0 {
+        handout.far_closed = !handout.is_bridgehead(handout.region_rank());
     }
 
     let mut left = wanted;
@@ -810,6 +927,7 @@ impl<S: Candidates> Handout<'_, '_, S> {
             seeder_lens: [0; 4],
             seeders,
         };
+        let mut far = FarRegions([0; FAR_REGIONS]);
         // The announcer's own position among the candidates, if it is one
         // (a seeder asking is not: seeders are no candidates then).
         let own = self.own.map_or(usize::MAX, |own| match own.role() {
@@ -825,6 +943,15 @@ impl<S: Candidates> Handout<'_, '_, S> {
                 return;
             }
             let tier = self.who.locality.tier_of(&locality) as usize;
+            if self.bridgeheads > 0
+                && tier == Tier::Other as usize
+                && here >= seeders
+                && locality.region != 0
+                && !self.is_bridgehead(far.rank(locality.region))
+            {
+                // Past its region's bridgeheads: no far peer of anyone's.
+                return;
+            }
             let (Some(slot), Ok(here)) = (
                 buckets.positions[tier].get_mut(buckets.lens[tier]),
                 u8::try_from(here),
@@ -839,6 +966,61 @@ impl<S: Candidates> Handout<'_, '_, S> {
             }
         });
         buckets
+    }
+
+    /// Whether the leecher of this rank in its region (0 = joined first)
+    /// takes links to other regions: the first `bridgeheads`, and then one
+    /// in every [`REGION_SHARE`], so a region where hundreds start at once
+    /// has entry points in proportion and in every rack.
+    fn is_bridgehead(&self, rank: usize) -> bool {
+        rank < self.bridgeheads || rank.is_multiple_of(REGION_SHARE)
+    }
+
+    /// How many of its region's leechers joined before the announcer.
+    fn region_rank(&self) -> usize {
+        if let Some(buckets) = &self.buckets {
+            // Bucket positions ascend, seeders' first: the near tiers'
+            // leechers before the announcer's own position.
+            let own = self.own.map_or(usize::MAX, |own| match own.role() {
+                SEEDERS => 0,
+                _ => buckets.seeders + own.index() as usize,
+            });
+            return [Tier::Subnet, Tier::Zone, Tier::Region]
+                .into_iter()
+                .map(|tier| {
+                    let tier = tier as usize;
+                    let positions = &buckets.positions[tier][..buckets.lens[tier]];
+                    let before = positions.partition_point(|&p| usize::from(p) < own);
+                    before.saturating_sub(buckets.seeder_lens[tier])
+                })
+                .sum();
+        }
+        let Some(index) = self.set.locality_index() else {
+            return 0;
+        };
+        match self.own {
+            Some(own) if own.role() == LEECHERS => index
+                .region_rank(LEECHERS, own.index())
+                .map_or(0, |rank| rank as usize),
+            _ => index
+                .group(
+                    LEECHERS,
+                    REGION_LEVEL,
+                    level_keys(&self.who.locality)[REGION_LEVEL],
+                )
+                .len(),
+        }
+    }
+
+    /// Whether a far leecher is past its region's bridgeheads (indexed sets;
+    /// a small set's classify pass leaves those out of the far bucket).
+    fn hidden_from_afar(&self, slot: Slot) -> bool {
+        slot.role() == LEECHERS
+            && self.set.locality_index().is_some_and(|index| {
+                index
+                    .region_rank(LEECHERS, slot.index())
+                    .is_some_and(|rank| !self.is_bridgehead(rank as usize))
+            })
     }
 
     /// The candidates of one tier; `seeders_only` for the seeder guard.
@@ -899,6 +1081,9 @@ impl<S: Candidates> Handout<'_, '_, S> {
         rng: &mut R,
         out: &mut Vec<HandoutPeer>,
     ) -> usize {
+        if tier == Tier::Other && self.far_closed {
+            return 0;
+        }
         let seq = self.seq(tier, guard);
         if seq.len() == 0 {
             return 0;
@@ -968,6 +1153,9 @@ impl<S: Candidates> Handout<'_, '_, S> {
                 _ => self.who.locality.tier_of(&self.set.locality(slot)),
             };
             if check_tier.is_some_and(|tier| tier != entry_tier) {
+                continue;
+            }
+            if self.hide_far && entry_tier == Tier::Other && self.hidden_from_afar(slot) {
                 continue;
             }
             if guard {

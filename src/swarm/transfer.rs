@@ -98,6 +98,12 @@ impl Reported {
         }
     }
 
+    /// Whether a leecher's download stood still between the `prior` report
+    /// and this one (within the codes' 1/1,024); unknown is not standing.
+    pub(super) fn stalled_since(self, prior: Self) -> bool {
+        self.is_known() && prior.is_known() && self.downloaded <= prior.downloaded
+    }
+
     /// What this report adds to the `prior` one.
     pub(super) fn since(self, prior: Self) -> Increase {
         let mut increase = Increase::default();
