@@ -409,6 +409,47 @@ fn guards_reach_past_a_crowded_rack() {
     }
 }
 
+/// The origin's region (0) for the bridgehead tests.
+fn origin(host: u8) -> Place {
+    Place {
+        region: Some(0),
+        zone: 0,
+        rack: 0,
+        host,
+    }
+}
+
+/// Remote leecher `n` of the bridgehead tests: region 1, over two racks,
+/// having reported `downloaded`.
+fn remote_leecher(n: usize, downloaded: u64) -> AnnounceRequest {
+    let place = Place {
+        region: Some(1),
+        zone: 1,
+        rack: (n % 2) as u8,
+        host: 10 + n as u8,
+    };
+    AnnounceRequest {
+        downloaded,
+        ..request(1000 + n, &place, false, 50)
+    }
+}
+
+/// `count` seeders in the origin's region, announced at `now`.
+fn origin_seeders(engine: &Engine, count: u8, now: std::time::Instant, rng: &mut SmallRng) {
+    for host in 1..=count {
+        engine.announce(
+            &request(usize::from(host), &origin(host), true, 0),
+            now,
+            rng,
+        );
+    }
+}
+
+/// Whether a reply holds a peer of another region.
+fn reaches_far(response: &AnnounceResponse) -> bool {
+    response.peers.iter().any(|p| p.tier == Tier::Other)
+}
+
 /// The bridgehead guard, in the compact layout, a full set and an indexed
 /// one: of a remote region's leechers, the first and one in four after it
 /// are handed the far region's seeders and the others are not; a far seeder
@@ -417,92 +458,50 @@ fn guards_reach_past_a_crowded_rack() {
 /// download stood still since its last announce reaches far peers anyway.
 #[test]
 fn only_bridgeheads_link_regions() {
-    let policy = HandoutPolicy {
-        bridgeheads: 1,
-        ..HandoutPolicy::default()
-    };
-    for origin_seeders in [4u8, 24, 204] {
-        let engine = engine(policy);
+    for seeders in [4u8, 24, 204] {
+        let engine = engine(HandoutPolicy::default());
         let now = engine.epoch();
         let rng = &mut SmallRng::seed_from_u64(5);
-        let origin = |host| Place {
-            region: Some(0),
-            zone: 0,
-            rack: 0,
-            host,
-        };
-        let remote = |n: usize| Place {
-            region: Some(1),
-            zone: 1,
-            rack: (n % 2) as u8,
-            host: 10 + n as u8,
-        };
-        for host in 1..=origin_seeders {
-            engine.announce(
-                &request(usize::from(host), &origin(host), true, 0),
-                now,
-                rng,
-            );
-        }
-        let far = |response: &crate::bittorrent::AnnounceResponse| {
-            response
-                .peers
-                .iter()
-                .filter(|p| p.tier == Tier::Other)
-                .count()
-        };
+        origin_seeders(&engine, seeders, now, rng);
         for n in 0..9 {
-            let response = engine.announce(&request(1000 + n, &remote(n), false, 50), now, rng);
-            assert_eq!(
-                far(&response) > 0,
-                n % 4 == 0,
-                "{origin_seeders}: leecher {n}"
-            );
+            let response = engine.announce(&remote_leecher(n, 0), now, rng);
+            assert_eq!(reaches_far(&response), n % 4 == 0, "{seeders}: leecher {n}");
             assert!(response.peers.len() >= n.min(50), "its own region in full");
         }
         let seeder = engine.announce(&request(1, &origin(1), true, 50), now, rng);
-        assert_eq!(
-            seeder.peers.len(),
-            3,
-            "{origin_seeders}: ranks 0, 4 and 8 only"
-        );
+        assert_eq!(seeder.peers.len(), 3, "{seeders}: ranks 0, 4 and 8 only");
 
-        engine.announce(
-            &AnnounceRequest {
-                event: Event::Stopped,
-                ..request(1000, &remote(0), false, 0)
-            },
-            now,
-            rng,
-        );
-        // Each re-announces having downloaded more: not stalled.
-        let progressing = |n: usize, downloaded| AnnounceRequest {
-            downloaded,
-            ..request(1000 + n, &remote(n), false, 50)
+        let stop = AnnounceRequest {
+            event: Event::Stopped,
+            ..remote_leecher(0, 0)
         };
-        let linked = (1..9)
-            .filter(|&n| far(&engine.announce(&progressing(n, 1 << 20), now, rng)) > 0)
-            .count();
+        engine.announce(&stop, now, rng);
+        // Each re-announces having downloaded more (not stalled), then the
+        // same again (stalled), then more again.
+        let mut linked = |downloaded| {
+            (1..9)
+                .filter(|&n| {
+                    reaches_far(&engine.announce(&remote_leecher(n, downloaded), now, rng))
+                })
+                .count()
+        };
         assert_eq!(
-            linked, 2,
-            "{origin_seeders}: eight leechers, two bridgeheads"
+            linked(1 << 20),
+            2,
+            "{seeders}: eight leechers, two bridgeheads"
+        );
+        assert_eq!(
+            linked(1 << 20),
+            8,
+            "{seeders}: no progress, every one reaches far"
+        );
+        assert_eq!(
+            linked(2 << 20),
+            2,
+            "{seeders}: progress again, bridgeheads only"
         );
         let seeder = engine.announce(&request(1, &origin(1), true, 50), now, rng);
-        assert_eq!(seeder.peers.len(), 2, "{origin_seeders}");
-        let stalled = (1..9)
-            .filter(|&n| far(&engine.announce(&progressing(n, 1 << 20), now, rng)) > 0)
-            .count();
-        assert_eq!(
-            stalled, 8,
-            "{origin_seeders}: no progress, every one reaches far"
-        );
-        let moving = (1..9)
-            .filter(|&n| far(&engine.announce(&progressing(n, 2 << 20), now, rng)) > 0)
-            .count();
-        assert_eq!(
-            moving, 2,
-            "{origin_seeders}: progress again, bridgeheads only"
-        );
+        assert_eq!(seeder.peers.len(), 2, "{seeders}");
     }
 }
 
@@ -511,61 +510,27 @@ fn only_bridgeheads_link_regions() {
 /// an expiry are the first remaining leecher and the one four places on.
 #[test]
 fn bridgeheads_follow_join_order_through_expiry() {
-    for origin_seeders in [4u8, 24] {
+    for seeders in [4u8, 24] {
         let engine = engine(HandoutPolicy::default());
         let start = engine.epoch();
         let later = start + Duration::from_secs(60);
         let rng = &mut SmallRng::seed_from_u64(9);
-        let origin = |host| Place {
-            region: Some(0),
-            zone: 0,
-            rack: 0,
-            host,
-        };
-        let remote = |n: usize| Place {
-            region: Some(1),
-            zone: 1,
-            rack: 0,
-            host: 10 + n as u8,
-        };
-        let leecher = |n: usize, downloaded| AnnounceRequest {
-            downloaded,
-            ..request(1000 + n, &remote(n), false, 50)
-        };
-        for host in 1..=origin_seeders {
-            engine.announce(
-                &request(usize::from(host), &origin(host), true, 0),
-                start,
-                rng,
-            );
-        }
+        origin_seeders(&engine, seeders, start, rng);
         for n in 0..9 {
-            engine.announce(&leecher(n, 0), start, rng);
+            engine.announce(&remote_leecher(n, 0), start, rng);
         }
         // All but leechers 0 and 2 announce again later; those two expire.
-        for host in 1..=origin_seeders {
-            engine.announce(
-                &request(usize::from(host), &origin(host), true, 0),
-                later,
-                rng,
-            );
-        }
-        for n in [1, 3, 4, 5, 6, 7, 8] {
-            engine.announce(&leecher(n, 1 << 20), later, rng);
+        origin_seeders(&engine, seeders, later, rng);
+        let staying = [1, 3, 4, 5, 6, 7, 8];
+        for n in staying {
+            engine.announce(&remote_leecher(n, 1 << 20), later, rng);
         }
         let gone = engine.purge_expired(start + Duration::from_secs(101));
-        assert_eq!(gone.removed_peers, 2, "{origin_seeders}");
-        let linked: Vec<usize> = [1, 3, 4, 5, 6, 7, 8]
+        assert_eq!(gone.removed_peers, 2, "{seeders}");
+        let linked: Vec<usize> = staying
             .into_iter()
-            .filter(|&n| {
-                let response = engine.announce(&leecher(n, 2 << 20), later, rng);
-                response.peers.iter().any(|p| p.tier == Tier::Other)
-            })
+            .filter(|&n| reaches_far(&engine.announce(&remote_leecher(n, 2 << 20), later, rng)))
             .collect();
-        assert_eq!(
-            linked,
-            [1, 6],
-            "{origin_seeders}: ranks 0 and 4 of what is left"
-        );
+        assert_eq!(linked, [1, 6], "{seeders}: ranks 0 and 4 of what is left");
     }
 }
