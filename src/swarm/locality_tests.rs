@@ -505,9 +505,9 @@ fn only_bridgeheads_link_regions() {
     }
 }
 
-/// A region's leechers keep the order they joined in when others leave or
-/// expire, in the compact layout and in a full set, so the bridgeheads after
-/// an expiry are the first remaining leecher and the one four places on.
+/// A region's leechers keep the order they joined in when others expire or
+/// stop, in the compact layout and in a full set, so the bridgeheads after
+/// either are the first remaining leecher and the one four places on.
 #[test]
 fn bridgeheads_follow_join_order_through_expiry() {
     for seeders in [4u8, 24] {
@@ -532,5 +532,17 @@ fn bridgeheads_follow_join_order_through_expiry() {
             .filter(|&n| reaches_far(&engine.announce(&remote_leecher(n, 2 << 20), later, rng)))
             .collect();
         assert_eq!(linked, [1, 6], "{seeders}: ranks 0 and 4 of what is left");
+        // A stop keeps the order too.
+        let stop = AnnounceRequest {
+            event: Event::Stopped,
+            ..remote_leecher(1, 2 << 20)
+        };
+        engine.announce(&stop, later, rng);
+        let linked: Vec<usize> = staying[1..]
+            .iter()
+            .copied()
+            .filter(|&n| reaches_far(&engine.announce(&remote_leecher(n, 3 << 20), later, rng)))
+            .collect();
+        assert_eq!(linked, [3, 7], "{seeders}: after a stop");
     }
 }

@@ -673,28 +673,13 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             // A small set keeps its leechers in the order they joined: the
             // bridgehead guard ranks a region's leechers by position, and a
             // swap would lift the newest leecher of any region to the front.
-            // Below the index threshold the shift is a few kilobytes.
-            let removed = (
-                peers.places.remove(position),
-                peers.records.remove(position),
-            );
-            if let Ok(gone) = self
-                .slots
-                .find_entry(hash_id(&removed.1.id), |s| *s == slot)
-            {
-                gone.remove();
-            }
-            for (at, record) in peers.records.iter().enumerate().skip(position) {
-                let was = Slot::new(role, saturating_u32(at + 1));
-                if let Some(moved_slot) = self.slots.find_mut(hash_id(&record.id), |s| *s == was) {
-                    *moved_slot = Slot::new(role, saturating_u32(at));
-                }
-            }
-            if self.slots.len() <= INDEX_DROP {
-                self.index = None;
-            }
-            return removed;
+            // Below the index threshold that is one pass over < 192 entries.
+            self.drop_leechers_in_order(|at, _| at == position);
+            let peers = &mut self.roles[LEECHERS];
+            // The dropped entry is now the last.
+            return peers.swap_remove(peers.len() - 1);
         }
+        let peers = &mut self.roles[role];
         let removed = peers.swap_remove(position);
         // Slots are matched by value here, not by id: no entry lookups needed.
         if let Ok(gone) = self
@@ -715,16 +700,19 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         removed
     }
 
-    /// Removes expired leechers of a set without an index in one pass that
-    /// keeps the others in order (removing them one by one would shift the
-    /// tail once per expired leecher); returns how many.
-    fn purge_leechers_in_order(&mut self, now_secs: u32) -> usize {
+    /// Unlists the leechers `drop` picks (by position and record) in one
+    /// pass that keeps the others in the order they joined, their slots
+    /// re-pointed, and moves the dropped ones, in order, past the kept ones
+    /// at the end of the columns; returns how many it dropped. For sets
+    /// without an index only (an index would need re-linking).
+    fn drop_leechers_in_order(&mut self, drop: impl Fn(usize, &Record) -> bool) -> usize {
+        debug_assert!(self.index.is_none());
         let peers = &mut self.roles[LEECHERS];
         let mut kept = 0;
         for at in 0..peers.len() {
             let id = peers.records[at].id;
             let was = Slot::new(LEECHERS, saturating_u32(at));
-            if peers.records[at].expires_at <= now_secs {
+            if drop(at, &peers.records[at]) {
                 if let Ok(gone) = self.slots.find_entry(hash_id(&id), |s| *s == was) {
                     gone.remove();
                 }
@@ -739,10 +727,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             }
             kept += 1;
         }
-        let removed = peers.len() - kept;
-        peers.places.truncate(kept);
-        peers.records.truncate(kept);
-        removed
+        peers.len() - kept
     }
 
     /// Calls `f(seeder, addr, locality, id, expires_at, completed)` for every
@@ -778,10 +763,17 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     /// Removes expired peers; returns how many.
     pub(super) fn purge(&mut self, now_secs: u32) -> usize {
         let mut removed = 0;
+        let mut roles = [SEEDERS, LEECHERS].as_slice();
         if self.index.is_none() {
-            removed += self.purge_leechers_in_order(now_secs);
+            let dropped = self.drop_leechers_in_order(|_, record| record.expires_at <= now_secs);
+            let peers = &mut self.roles[LEECHERS];
+            let kept = peers.len() - dropped;
+            peers.places.truncate(kept);
+            peers.records.truncate(kept);
+            removed += dropped;
+            roles = &[SEEDERS];
         }
-        for role in [SEEDERS, LEECHERS] {
+        for &role in roles {
             let mut index = 0;
             while let Some(record) = self.roles[role].records.get(index) {
                 if record.expires_at <= now_secs {

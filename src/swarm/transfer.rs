@@ -438,14 +438,14 @@ mod tests {
     #[test]
     fn origins_match_their_networks_and_mapped_addresses() {
         let origins = Origins::new(vec![
-            "10.0.0.0/24".parse().unwrap(),
-            "fd00::/64".parse().unwrap(),
+            "10.0.0.0/24".parse().expect("literal"),
+            "fd00::/64".parse().expect("literal"),
         ]);
-        assert!(origins.contains("10.0.0.9".parse().unwrap()));
-        assert!(origins.contains("::ffff:10.0.0.9".parse().unwrap()));
-        assert!(origins.contains("fd00::1".parse().unwrap()));
-        assert!(!origins.contains("10.0.1.9".parse().unwrap()));
-        assert!(!Origins::default().contains("10.0.0.9".parse().unwrap()));
+        assert!(origins.contains("10.0.0.9".parse().expect("literal")));
+        assert!(origins.contains("::ffff:10.0.0.9".parse().expect("literal")));
+        assert!(origins.contains("fd00::1".parse().expect("literal")));
+        assert!(!origins.contains("10.0.1.9".parse().expect("literal")));
+        assert!(!Origins::default().contains("10.0.0.9".parse().expect("literal")));
     }
 
     fn hash(n: u8) -> InfoHash {

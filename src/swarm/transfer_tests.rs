@@ -24,7 +24,7 @@ fn engine(full_only: bool) -> Engine {
             ..EngineConfig::default()
         },
         LocalitySettings {
-            origins: Origins::new(vec!["10.0.0.250/32".parse().unwrap()]),
+            origins: Origins::new(vec!["10.0.0.250/32".parse().expect("literal")]),
             ..LocalitySettings::default()
         },
     );
@@ -43,9 +43,11 @@ fn peer_id(n: u32) -> PeerId {
 
 fn addr(n: u32, v6: bool) -> SocketAddr {
     let ip: IpAddr = if v6 {
-        format!("fd00::{n:x}").parse().unwrap()
+        format!("fd00::{n:x}").parse().expect("an IPv6 address")
     } else {
-        format!("10.0.{}.{}", n >> 8, n & 255).parse().unwrap()
+        format!("10.0.{}.{}", n >> 8, n & 255)
+            .parse()
+            .expect("an IPv4 address")
     };
     SocketAddr::new(ip, 6881)
 }
