@@ -158,7 +158,7 @@ fn main() {
         PEAK.store(baseline, Ordering::Relaxed);
         let (cpu, wall) = (thread_cpu(), Instant::now());
         let info = runtime
-            .block_on(builder.info(&blob, Credentials::Bridge))
+            .block_on(builder.info(&blob, Credentials::Own))
             .expect("built")
             .info;
         let (cpu, wall) = (thread_cpu() - cpu, wall.elapsed());

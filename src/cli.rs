@@ -49,6 +49,21 @@ pub enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// Run the node agent: a containerd/CRI-O registry mirror that pulls
+    /// layers over BitTorrent from other agents (`[agent]` in the same
+    /// configuration file; SWARMGATE_AGENT__KEY variables override it).
+    /// `swarmgate agent hosts` writes containerd's hosts.toml for it.
+    Agent {
+        /// A TOML configuration file; see `swarmgate config`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format, overriding `log.format`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+        /// What else to do instead of running.
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+    },
     /// Print the default configuration, every key commented.
     Config {
         /// Print the keys as a Markdown table instead (the README's reference).
@@ -84,6 +99,24 @@ pub enum Command {
     /// (random, strict subnet-first, swarmgate's tiers with guards) through the
     /// real engine; print the table, write it as Markdown plus an SVG chart.
     Simulate(SimulateArgs),
+}
+
+/// `swarmgate agent` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Write containerd's registry host configuration for every registry in
+    /// `agent.registries`: DIR/<registry>/hosts.toml naming the agent as the
+    /// pull and resolve host, the registry as the fall-back `server`. Point
+    /// containerd's `config_path` (CRI) or `ctr --hosts-dir` at DIR.
+    /// Without --dir, prints them.
+    Hosts {
+        /// containerd's certs.d directory, e.g. /etc/containerd/certs.d.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The agent's URL as containerd reaches it; default http://<agent.listen>.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// The key and claims a token is minted with (`mint`, `torrent`).
@@ -236,7 +269,10 @@ impl From<AlgArg> for KeyAlg {
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. } | Command::Bridge { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Bridge { .. } | Command::Agent { action: None, .. }
+    ) {
         // The one-shot commands print and exit, like any Unix filter: a reader
         // that goes away (`swarmgate simulate | head`) ends them quietly
         // instead of making `print!` panic. `serve` keeps Rust's ignored
@@ -257,6 +293,16 @@ pub fn main() -> ExitCode {
         }
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Bridge { config, log_format } => bridge(config, log_format),
+        Command::Agent {
+            config,
+            log_format,
+            action: None,
+        } => agent(config, log_format),
+        Command::Agent {
+            config,
+            action: Some(AgentAction::Hosts { dir, url }),
+            ..
+        } => report(agent_hosts(config.as_deref(), dir.as_deref(), url)),
         Command::Keygen { alg, kid, out } => report(keygen(alg.into(), &kid, &out)),
         Command::Mint { signer, infohash } => report(mint_token(signer, &infohash)),
         Command::Torrent(args) => report(make_torrent(args)),
@@ -481,6 +527,68 @@ fn bridge(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
         bridge.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+fn agent(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+    let (config, runtime) = match prepare(path.as_deref(), log_format) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            eprintln!("swarmgate: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let signals = StopSignals::register();
+        let agent = match crate::agent::start(&config).await {
+            Ok(agent) => agent,
+            Err(error) => {
+                tracing::error!("{error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        until_stopped(signals, || {
+            tracing::info!("SIGHUP: the agent reads its configuration at start only");
+            std::future::ready(())
+        })
+        .await;
+        tracing::info!("shutting down");
+        agent.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes (or prints) containerd's hosts.toml for each mirrored registry.
+fn agent_hosts(
+    path: Option<&std::path::Path>,
+    dir: Option<&std::path::Path>,
+    url: Option<String>,
+) -> Result<(), String> {
+    let config = Config::load(path, std::env::vars()).map_err(|e| e.to_string())?;
+    let url = url.unwrap_or_else(|| {
+        let listen = config.agent.listen;
+        let reachable = if listen.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+        } else {
+            listen
+        };
+        format!("http://{reachable}")
+    });
+    for registry in &config.agent.registries {
+        let text = crate::agent::hosts::hosts_toml(&registry.url, &url);
+        match dir {
+            Some(dir) => {
+                let folder = dir.join(&registry.name);
+                std::fs::create_dir_all(&folder)
+                    .map_err(|e| format!("{}: {e}", folder.display()))?;
+                let file = folder.join("hosts.toml");
+                crate::files::write_atomically(&file, text.as_bytes())
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                println!("{}", file.display());
+            }
+            None => println!("# {}/hosts.toml\n{text}", registry.name),
+        }
+    }
+    Ok(())
 }
 
 /// Logs which keys are trusted and how to mint a token the tracker accepts.

@@ -39,6 +39,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `swarmgate bridge`, the registry side beside an OCI registry (`serve` ignores it).
     pub bridge: BridgeConfig,
+    /// `swarmgate agent`, the node side: a containerd mirror pulling layers over BitTorrent.
+    pub agent: AgentConfig,
 }
 
 /// `[store]`
@@ -168,6 +170,71 @@ impl Default for BridgeConfig {
             rotation_delay: Duration::from_secs(300),
             retired_overlap: Duration::from_secs(24 * 3600),
             token_ttl: Duration::ZERO,
+        }
+    }
+}
+
+/// `[agent]`: read by `swarmgate agent` only (with `[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The mirror listener containerd pulls through (`/v2/`).
+    pub listen: SocketAddr,
+    /// The operators' listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_listen: SocketAddr,
+    /// The registries mirrored, by the name containerd gives them (`?ns=`); the first is the default.
+    pub registries: Vec<AgentRegistry>,
+    /// A Docker `config.json` whose `auths` are used when a caller sends no credentials; empty = none.
+    pub docker_config: String,
+    /// Limit on the registry's and the bridge's answers, and on any pause while a blob streams.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// Where verified blobs are kept (and seeded from).
+    pub cache_dir: String,
+    /// Most bytes of blobs the cache holds; least recently used go first.
+    pub cache_max_bytes: u64,
+    /// The BitTorrent listener other agents connect to.
+    pub peer_listen: SocketAddr,
+    /// The port announced to the tracker; 0 = `peer_listen`'s port.
+    pub announce_port: u16,
+    /// A pull switches to the origin when peers delivered no verified byte for this long.
+    #[serde(with = "humantime_serde")]
+    pub peer_deadline: Duration,
+    /// Blobs smaller than this are fetched from the registry directly (configs, tiny layers).
+    pub p2p_min_bytes: u64,
+}
+
+/// One registry an agent mirrors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRegistry {
+    /// The registry's host as image references name it (`host[:port]`, containerd's `?ns=`).
+    pub name: String,
+    /// Its base URL (`https://host`).
+    pub url: String,
+    /// The `swarmgate bridge` beside it; empty = layers from the registry only.
+    #[serde(default)]
+    pub bridge: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6990)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 6991)),
+            registries: vec![AgentRegistry {
+                name: "127.0.0.1:5000".into(),
+                url: "http://127.0.0.1:5000".into(),
+                bridge: "http://127.0.0.1:6980".into(),
+            }],
+            docker_config: String::new(),
+            upstream_timeout: Duration::from_secs(30),
+            cache_dir: "agent-cache".into(),
+            cache_max_bytes: 20 << 30,
+            peer_listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            announce_port: 0,
+            peer_deadline: Duration::from_secs(5),
+            p2p_min_bytes: 1 << 20,
         }
     }
 }
@@ -766,6 +833,49 @@ rotation_delay = "5m"
 retired_overlap = "24h"
 # Lifetime of tokens (sets exp); "0s" = no exp, as Quay's.
 token_ttl = "0s"
+
+# `swarmgate agent`: the node side, one per node. A pull-through mirror that
+# containerd (or CRI-O) uses for the registries below: manifests go to the
+# registry, layers come from other agents over BitTorrent (torrents from the
+# bridge, peers from the tracker), with the registry as the fallback. Every
+# blob and manifest is served only after the registry authorised the caller.
+# `serve` and `bridge` ignore this section. Every key is read at start.
+[agent]
+# The mirror: containerd's hosts.toml names http://LISTEN (see
+# `swarmgate agent hosts`). Keep it on loopback unless the node's other
+# runtimes need it.
+listen = "127.0.0.1:6990"
+# Operators' listener: /healthz, /readyz, /metrics.
+admin_listen = "127.0.0.1:6991"
+# The registries mirrored: name is the host as image references (and
+# containerd's ?ns=) give it, url how to reach it, bridge the swarmgate
+# bridge beside it ("" = layers from the registry only). The first one
+# answers requests that name no registry.
+registries = [{ name = "127.0.0.1:5000", url = "http://127.0.0.1:5000", bridge = "http://127.0.0.1:6980" }]
+# A Docker config.json (its "auths"), used for callers that send no
+# credentials: the supported path under Kubernetes, where CRI gives mirrors
+# no pull secrets. "" = none: such callers get the registry's 401.
+docker_config = ""
+# Time limit for the registry's and the bridge's answers, and for any pause
+# while a blob streams from them.
+upstream_timeout = "30s"
+# Directory of verified blobs, seeded while they are kept.
+cache_dir = "agent-cache"
+# Most bytes of blobs the cache holds; the least recently used go first
+# (seeding stops, then the file is deleted). A blob that does not fit
+# streams from the origin uncached.
+cache_max_bytes = 21474836480
+# BitTorrent listener for other agents (TCP).
+peer_listen = "0.0.0.0:6881"
+# Port announced to the tracker; 0 = peer_listen's. The address is the one
+# the tracker sees, so locality applies unchanged.
+announce_port = 0
+# A pull goes to the origin (the bridge's web seed, else the registry) for
+# what is missing when peers delivered no verified byte for this long.
+peer_deadline = "5s"
+# Blobs smaller than this come from the registry directly (configs, tiny
+# layers): a torrent costs more than it saves there.
+p2p_min_bytes = 1048576
 "#;
 
 /// Keys read only at start: SIGHUP logs a change to them and keeps the
@@ -844,6 +954,8 @@ pub fn reference_markdown() -> String {
                 let name = format!("{section}.{key}");
                 let reload = if section == "bridge" {
                     "restart (bridge)"
+                } else if section == "agent" {
+                    "restart (agent)"
                 } else if RESTART_ONLY_KEYS.contains(&name.as_str()) {
                     "restart"
                 } else {
@@ -1070,6 +1182,7 @@ impl Config {
         }
         self.validate_auth()?;
         self.validate_bridge()?;
+        self.validate_agent()?;
         let cluster = &self.cluster;
         if cluster.flush_interval.is_zero() || cluster.timeout.is_zero() {
             return Err((
@@ -1161,6 +1274,53 @@ impl Config {
 }
 
 impl Config {
+    fn validate_agent(&self) -> Result<(), (&'static str, String)> {
+        let agent = &self.agent;
+        let is_http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        if agent.registries.is_empty() {
+            return Err(("agent.registries", "name at least one registry".into()));
+        }
+        for registry in &agent.registries {
+            if registry.name.is_empty() || registry.name.contains(['/', ' ']) {
+                return Err((
+                    "agent.registries",
+                    format!(
+                        "name {:?} must be a host[:port], as image references give it",
+                        registry.name
+                    ),
+                ));
+            }
+            if !is_http(&registry.url) {
+                return Err((
+                    "agent.registries",
+                    format!(
+                        "{}: url {:?} must be an http:// or https:// URL",
+                        registry.name, registry.url
+                    ),
+                ));
+            }
+            if !registry.bridge.is_empty() && !is_http(&registry.bridge) {
+                return Err((
+                    "agent.registries",
+                    format!(
+                        "{}: bridge {:?} must be an http:// or https:// URL, or empty",
+                        registry.name, registry.bridge
+                    ),
+                ));
+            }
+        }
+        if agent.upstream_timeout.is_zero() {
+            return Err(("agent.upstream_timeout", "must be more than zero".into()));
+        }
+        if agent.peer_deadline.is_zero() {
+            return Err(("agent.peer_deadline", "must be more than zero".into()));
+        }
+        if agent.cache_dir.is_empty() {
+            return Err(("agent.cache_dir", "must be set".into()));
+        }
+        Ok(())
+    }
+
     fn validate_bridge(&self) -> Result<(), (&'static str, String)> {
         let bridge = &self.bridge;
         let is_http = |url: &str| url.starts_with("http://") || url.starts_with("https://");

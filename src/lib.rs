@@ -42,6 +42,7 @@
 //!   token-gated web seed, the JWKS, key rotation.
 
 pub mod admin;
+pub mod agent;
 pub mod bittorrent;
 pub mod bridge;
 pub mod cli;

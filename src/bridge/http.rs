@@ -216,7 +216,7 @@ async fn seed_reply(
         Ok(info_hash) => info_hash,
         Err(refused) => return (error(StatusCode::UNAUTHORIZED, refused), "refused"),
     };
-    let info_hash = match state.builder.info_hash(&blob, Credentials::Bridge).await {
+    let info_hash = match state.builder.info_hash(&blob, Credentials::Own).await {
         Ok(info_hash) => info_hash,
         Err(BuildError::Upstream(refused)) => return bridge_account_reply(state, &refused),
         Err(failure) => return (build_reply(state, &failure), failure.label()),
@@ -231,7 +231,7 @@ async fn seed_reply(
         );
     }
     let range = headers.get(header::RANGE);
-    let upstream = match state.upstream.open(&blob, Credentials::Bridge, range).await {
+    let upstream = match state.upstream.open(&blob, Credentials::Own, range).await {
         Ok(response) => response,
         Err(failure) => return bridge_account_reply(state, &failure),
     };

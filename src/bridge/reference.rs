@@ -22,6 +22,9 @@ pub enum ReferenceError {
     /// Not `algorithm:hex`.
     #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
     Digest(String),
+    /// A manifest reference that is neither a tag nor a digest.
+    #[error("invalid tag {0:?}: expected [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}} or a digest")]
+    Tag(String),
     /// A well-formed digest of an algorithm the bridge cannot verify.
     #[error("unsupported digest algorithm {0:?}: the bridge verifies sha256 digests only")]
     Algorithm(String),
@@ -99,6 +102,62 @@ impl BlobRef {
     }
 }
 
+/// What a manifest request names: a tag, or a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestTag {
+    /// A tag (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`): resolved by the registry on every request.
+    Tag(String),
+    /// A content address: the answer is checked against it.
+    Digest(Digest),
+}
+
+/// A repository name and a manifest reference from a request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRef {
+    /// The repository.
+    pub name: String,
+    /// The tag or digest.
+    pub reference: ManifestTag,
+}
+
+impl ManifestRef {
+    /// Parses `<name>/manifests/<tag or digest>`.
+    pub fn parse(path: &str) -> Result<Self, ReferenceError> {
+        let (name, reference) = path
+            .rsplit_once("/manifests/")
+            .ok_or(ReferenceError::Shape)?;
+        check_name(name)?;
+        let reference = if reference.contains(':') {
+            ManifestTag::Digest(Digest::parse(reference)?)
+        } else if tag_ok(reference) {
+            ManifestTag::Tag(reference.to_owned())
+        } else {
+            return Err(ReferenceError::Tag(reference.chars().take(130).collect()));
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            reference,
+        })
+    }
+
+    /// `manifests/<reference>`, the path under `/v2/<name>/`.
+    pub fn rest(&self) -> String {
+        match &self.reference {
+            ManifestTag::Tag(tag) => format!("manifests/{tag}"),
+            ManifestTag::Digest(digest) => format!("manifests/{digest}"),
+        }
+    }
+}
+
+/// The distribution spec's tag grammar: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+fn tag_ok(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    matches!(bytes.first(), Some(&b) if word(b))
+        && bytes.len() <= 128
+        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
 /// The OCI distribution spec's name grammar:
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
 fn check_name(name: &str) -> Result<(), ReferenceError> {
@@ -151,6 +210,29 @@ mod tests {
     use proptest::prelude::*;
 
     const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn manifest_references_are_tags_or_digests() {
+        let by_tag = ManifestRef::parse("team/app/manifests/v1.2_rc-3").expect("tag");
+        assert_eq!(by_tag.name, "team/app");
+        assert_eq!(by_tag.reference, ManifestTag::Tag("v1.2_rc-3".into()));
+        assert_eq!(by_tag.rest(), "manifests/v1.2_rc-3");
+        let by_digest = ManifestRef::parse(&format!("app/manifests/sha256:{HEX}")).expect("digest");
+        assert_eq!(by_digest.rest(), format!("manifests/sha256:{HEX}"));
+        for bad in [
+            "app/manifests/-leading-dash",
+            "app/manifests/",
+            "app/manifests/a/b",
+            "app/manifests/sha256:short",
+            "App/manifests/latest",
+            "app/blobs/latest",
+        ] {
+            assert!(ManifestRef::parse(bad).is_err(), "{bad}");
+        }
+        let long = "t".repeat(129);
+        assert!(ManifestRef::parse(&format!("app/manifests/{long}")).is_err());
+        assert!(ManifestRef::parse(&format!("app/manifests/{}", &long[1..])).is_ok());
+    }
 
     #[test]
     fn names_with_several_components_and_separators() {

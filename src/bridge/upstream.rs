@@ -65,8 +65,9 @@ impl UpstreamError {
 pub enum Credentials<'a> {
     /// The caller's `Authorization` header, as received (or none).
     Caller(Option<&'a HeaderValue>),
-    /// The bridge's own account (`bridge.upstream_username`).
-    Bridge,
+    /// This process's own account: `bridge.upstream_username` for the
+    /// bridge, the `auths` of `agent.docker_config` for an agent.
+    Own,
 }
 
 /// Bearer tokens remembered per scope at most; a full table is emptied.
@@ -176,6 +177,27 @@ impl Upstream {
         }
     }
 
+    /// `GET /v2/` with `credentials`: `Ok` when the registry lets them in,
+    /// its refusal (with the challenge) otherwise. A mirror answers its own
+    /// `/v2/` with this, so clients learn the registry's auth scheme.
+    pub async fn ping(&self, credentials: Credentials<'_>) -> Result<(), UpstreamError> {
+        let url = format!("{}/v2/", self.base);
+        let response = self
+            .once(
+                &self.checking,
+                reqwest::Method::GET,
+                &url,
+                self.authorization(credentials, "").as_ref(),
+                &[],
+            )
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(refusal(&response))
+        }
+    }
+
     /// Whether the registry answers at all (`GET /v2/`: 200, or 401 when it
     /// wants credentials, both mean it is up).
     pub async fn reachable(&self) -> Result<(), UpstreamError> {
@@ -190,6 +212,36 @@ impl Upstream {
         }
     }
 
+    /// Sends `method` for `/v2/<name>/<rest>` (`manifests/<reference>`,
+    /// `blobs/<digest>`) with `credentials` and the given headers (`Accept`,
+    /// `Range`), never following redirects; the answer comes back as it is,
+    /// refusals included, for a mirror to pass on.
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        name: &str,
+        rest: &str,
+        credentials: Credentials<'_>,
+        headers: &[(header::HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = format!("{}/v2/{name}/{rest}", self.base);
+        self.send_to(&self.streaming, method, &url, name, credentials, headers)
+            .await
+    }
+
+    /// The `Authorization` a request for repository `name` would carry: the
+    /// caller's, or this process's own (a token this client fetched for the
+    /// repository, else its Basic login). For a service that asks the
+    /// registry in turn, as the bridge does.
+    pub fn authorization(&self, credentials: Credentials<'_>, name: &str) -> Option<HeaderValue> {
+        match credentials {
+            Credentials::Caller(header) => header.cloned(),
+            Credentials::Own => self
+                .remembered_token(&format!("repository:{name}:pull"))
+                .or_else(|| self.basic.clone()),
+        }
+    }
+
     async fn send(
         &self,
         client: &reqwest::Client,
@@ -199,22 +251,36 @@ impl Upstream {
         range: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let url = self.blob_url(blob);
-        let scope = format!("repository:{}:pull", blob.name);
-        let authorization = match credentials {
-            Credentials::Caller(header) => header.cloned(),
-            Credentials::Bridge => self.remembered_token(&scope).or_else(|| self.basic.clone()),
-        };
+        let headers: Vec<_> = range
+            .map(|value| (header::RANGE, value.clone()))
+            .into_iter()
+            .collect();
+        self.send_to(client, method, &url, &blob.name, credentials, &headers)
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        url: &str,
+        name: &str,
+        credentials: Credentials<'_>,
+        headers: &[(header::HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let scope = format!("repository:{name}:pull");
+        let authorization = self.authorization(credentials, name);
         let response = self
-            .once(client, method.clone(), &url, authorization.as_ref(), range)
+            .once(client, method.clone(), url, authorization.as_ref(), headers)
             .await?;
         // The bridge's own account against a token-service registry: get a
         // token for this repository from the realm the challenge names.
-        if matches!(credentials, Credentials::Bridge)
+        if matches!(credentials, Credentials::Own)
             && response.status() == StatusCode::UNAUTHORIZED
             && let Some(challenge) = response.headers().get(header::WWW_AUTHENTICATE)
             && let Some(token) = self.fetch_token(challenge, &scope).await?
         {
-            return self.once(client, method, &url, Some(&token), range).await;
+            return self.once(client, method, url, Some(&token), headers).await;
         }
         Ok(response)
     }
@@ -225,14 +291,14 @@ impl Upstream {
         method: reqwest::Method,
         url: &str,
         authorization: Option<&HeaderValue>,
-        range: Option<&HeaderValue>,
+        headers: &[(header::HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = client.request(method, url);
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value.clone());
         }
-        if let Some(value) = range {
-            request = request.header(header::RANGE, value.clone());
+        for (name, value) in headers {
+            request = request.header(name.clone(), value.clone());
         }
         tokio::time::timeout(self.timeout, request.send())
             .await

@@ -1,0 +1,205 @@
+//! The BitTorrent engine behind a narrow seam: librqbit (a maintained Rust
+//! BitTorrent client) downloads a blob's torrent from other agents, streams
+//! its verified pieces in order, and seeds what the cache keeps. Everything
+//! else in the agent sees [`Engine`] and [`Transfer`] only, so the engine
+//! can be swapped without touching the mirror.
+//!
+//! What librqbit 9 does not do, and the agent does around it: BEP 19 web
+//! seeds (the agent's origin fetch covers what peers lack), announces to
+//! any tracker but a private torrent's first, and `completed`/`stopped`
+//! events (a stopped agent stays listed until the tracker's peer lifetime).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use librqbit::{
+    AddTorrent, AddTorrentOptions, ConnectionOptions, ListenerMode, ListenerOptions,
+    PeerConnectionOptions, Session, SessionOptions,
+};
+
+use crate::bittorrent::InfoHash;
+
+/// What the engine could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The session (listener, folders) could not start.
+    #[error("cannot start the BitTorrent engine on {listen}: {reason}")]
+    Start {
+        /// The configured peer listener.
+        listen: SocketAddr,
+        /// librqbit's reason.
+        reason: String,
+    },
+    /// A torrent was refused or failed.
+    #[error("BitTorrent engine: {0}")]
+    Torrent(String),
+}
+
+/// One librqbit session for the whole agent.
+pub struct Engine {
+    session: Arc<Session>,
+    folder: PathBuf,
+}
+
+/// How many peers a torrent knows of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Learned from the tracker (or from incoming connections), ever.
+    pub seen: u32,
+    /// Connected now.
+    pub live: u32,
+}
+
+/// A torrent the engine holds, downloading or seeding.
+pub struct Transfer {
+    handle: Arc<librqbit::ManagedTorrent>,
+}
+
+impl Engine {
+    /// Starts a session writing into `folder`, listening for peers on
+    /// `listen` (TCP only: no uTP, whose first tries cost seconds against
+    /// TCP-only peers), announcing `announce_port`. No DHT, no local
+    /// discovery, no persistence: peers come from the tracker alone, and the
+    /// cache, not the engine, remembers blobs across restarts.
+    pub async fn start(
+        folder: &Path,
+        listen: SocketAddr,
+        announce_port: Option<u16>,
+        timeout: std::time::Duration,
+    ) -> Result<Self, EngineError> {
+        let peer_opts = PeerConnectionOptions {
+            connect_timeout: Some(timeout.min(std::time::Duration::from_secs(10))),
+            read_write_timeout: Some(timeout),
+            ..Default::default()
+        };
+        // librqbit announces no port for a loopback listener (peers then
+        // dial 4240), and cannot announce a port 0 before binding it: pick
+        // the port here, and announce it unless told otherwise.
+        let mut listen = listen;
+        if listen.port() == 0 {
+            let probe = std::net::TcpListener::bind(listen).map_err(|e| EngineError::Start {
+                listen,
+                reason: e.to_string(),
+            })?;
+            let port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
+            listen.set_port(port);
+        }
+        let announce_port = announce_port.or(Some(listen.port()));
+        let options = SessionOptions {
+            dht: None,
+            persistence: None,
+            fastresume: false,
+            disable_local_service_discovery: true,
+            listen: Some(ListenerOptions {
+                mode: ListenerMode::TcpOnly,
+                listen_addr: listen,
+                announce_port,
+                ipv4_only: listen.is_ipv4(),
+                ..Default::default()
+            }),
+            connect: Some(ConnectionOptions {
+                peer_opts: Some(peer_opts),
+                ..Default::default()
+            }),
+            client_name_and_version: Some(
+                concat!("swarmgate-agent/", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            ..Default::default()
+        };
+        let session = Session::new_with_opts(folder.to_owned(), options)
+            .await
+            .map_err(|e| EngineError::Start {
+                listen,
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Self {
+            session,
+            folder: folder.to_owned(),
+        })
+    }
+
+    /// The address peers reach this engine on, as bound.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.session.listen_addr()
+    }
+
+    /// Adds `torrent` (its bytes, as the bridge signed them): downloads what
+    /// the file in the engine's folder lacks, then seeds. A file already
+    /// complete on disk is checked piece by piece and seeded.
+    pub async fn add(&self, torrent: Bytes) -> Result<Transfer, EngineError> {
+        let options = AddTorrentOptions {
+            overwrite: true,
+            output_folder: Some(self.folder.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        let added = self
+            .session
+            .add_torrent(AddTorrent::from_bytes(torrent), Some(options))
+            .await
+            .map_err(|e| EngineError::Torrent(format!("{e:#}")))?;
+        let handle = added
+            .into_handle()
+            .ok_or_else(|| EngineError::Torrent("the torrent was only listed".into()))?;
+        Ok(Transfer { handle })
+    }
+
+    /// Stops downloading or seeding `info_hash` and keeps its file.
+    pub async fn forget(&self, info_hash: InfoHash) {
+        let id = librqbit::dht::Id20::new(info_hash.0);
+        if self.session.get(id.into()).is_some()
+            && let Err(error) = self.session.delete(id.into(), false).await
+        {
+            tracing::warn!(info_hash = %hex::encode(info_hash.0), "engine: cannot stop a torrent: {error:#}");
+        }
+    }
+
+    /// Bytes uploaded to peers by every torrent held now.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.session.with_torrents(|torrents| {
+            torrents
+                .map(|(_, handle)| handle.stats().uploaded_bytes)
+                .sum()
+        })
+    }
+
+    /// Torrents held (downloading or seeding).
+    pub fn torrents(&self) -> usize {
+        self.session.with_torrents(|torrents| torrents.count())
+    }
+
+    /// Stops every torrent and the listener.
+    pub async fn stop(&self) {
+        self.session.stop().await;
+    }
+}
+
+impl Transfer {
+    /// The blob's verified bytes in order, each piece as soon as its SHA-1
+    /// matched: reading waits for the pieces peers have not delivered yet.
+    pub async fn stream(&self) -> Result<impl tokio::io::AsyncRead + Unpin + use<>, EngineError> {
+        self.handle
+            .clone()
+            .stream(0)
+            .await
+            .map_err(|e| EngineError::Torrent(format!("{e:#}")))
+    }
+
+    /// The torrent's infohash.
+    pub fn info_hash(&self) -> InfoHash {
+        InfoHash(self.handle.info_hash().0)
+    }
+
+    /// Peers known and connected now.
+    pub fn peers(&self) -> PeerCounts {
+        self.handle
+            .stats()
+            .live
+            .map(|live| PeerCounts {
+                seen: live.snapshot.peer_stats.seen,
+                live: live.snapshot.peer_stats.live,
+            })
+            .unwrap_or_default()
+    }
+}
