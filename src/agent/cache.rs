@@ -110,14 +110,22 @@ impl BlobCache {
             max_bytes,
             index: Mutex::new(Index::default()),
         };
-        for name in &names {
-            let Some(digest) = name
-                .strip_suffix(".verified")
-                .and_then(|stem| stem.strip_prefix("sha256-"))
-                .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
-            else {
-                continue;
-            };
+        // Least recently used first: each use stamps the blob's mark.
+        let mut marked: Vec<(std::time::SystemTime, Digest)> = names
+            .iter()
+            .filter_map(|name| {
+                let digest = name
+                    .strip_suffix(".verified")
+                    .and_then(|stem| stem.strip_prefix("sha256-"))
+                    .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())?;
+                let used = std::fs::metadata(dir.join(name))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                Some((used, digest))
+            })
+            .collect();
+        marked.sort_by_key(|(used, _)| *used);
+        for (_, digest) in marked {
             match verify_file(&cache.data_path(&digest), &digest) {
                 Ok(size) => {
                     let torrent = std::fs::read(cache.torrent_path(&digest)).ok();
@@ -183,14 +191,25 @@ impl BlobCache {
         &self.dir
     }
 
-    /// The size of a verified blob, marking it used now.
+    /// The size of a verified blob, marking it used now (in memory, and on
+    /// its mark's modification time, so the order survives a restart).
     pub fn get(&self, digest: &Digest) -> Option<u64> {
-        let mut index = self.index.lock();
-        index.clock += 1;
-        let now = index.clock;
-        let entry = index.entries.get_mut(digest).filter(|e| e.verified)?;
-        entry.last_used = now;
-        Some(entry.size)
+        let size = {
+            let mut index = self.index.lock();
+            index.clock += 1;
+            let now = index.clock;
+            let entry = index.entries.get_mut(digest).filter(|e| e.verified)?;
+            entry.last_used = now;
+            entry.size
+        };
+        let stamped = std::fs::File::options()
+            .write(true)
+            .open(self.mark_path(digest))
+            .and_then(|mark| mark.set_modified(std::time::SystemTime::now()));
+        if let Err(error) = stamped {
+            tracing::debug!(blob = %digest, "agent cache: cannot stamp a use: {error}");
+        }
+        Some(size)
     }
 
     /// Makes room for a pull of `size` bytes: returns what to evict (least
@@ -393,6 +412,30 @@ mod tests {
         assert_eq!(cache.reserve(digest_of(b"y"), 301), Err(Bypass::TooLarge));
         cache.abandon(&pending);
         assert_eq!(cache.size().bytes, 200);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_order_of_use_survives_a_restart() {
+        let dir = tempdir();
+        let (cache, _) = BlobCache::open(&dir, 200).expect("open");
+        let a = put(&cache, &[1u8; 100]);
+        let b = put(&cache, &[2u8; 100]);
+        // Stamps one second apart at least: file times may be coarse.
+        let mark = |digest: &Digest, secs: u64| {
+            std::fs::File::options()
+                .write(true)
+                .open(cache.mark_path(digest))
+                .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)))
+                .expect("stamp");
+        };
+        mark(&b, 1_000);
+        mark(&a, 2_000); // a used after b
+        drop(cache);
+        let (cache, _) = BlobCache::open(&dir, 200).expect("reopen");
+        let evicted = cache.reserve(digest_of(b"new"), 100).expect("room");
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0].digest, b, "the least recently used before the restart");
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -191,6 +191,20 @@ impl Transfer {
         InfoHash(self.handle.info_hash().0)
     }
 
+    /// Bytes peers sent that did not (yet) verify: pieces whose SHA-1 failed
+    /// (librqbit drops the peer that sent one) and pieces cut off mid-way.
+    pub fn unverified_bytes(&self) -> u64 {
+        self.handle
+            .stats()
+            .live
+            .map(|live| {
+                live.snapshot
+                    .fetched_bytes
+                    .saturating_sub(live.snapshot.downloaded_and_checked_bytes)
+            })
+            .unwrap_or(0)
+    }
+
     /// Peers known and connected now.
     pub fn peers(&self) -> PeerCounts {
         self.handle

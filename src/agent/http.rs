@@ -369,7 +369,9 @@ async fn blob(
         return head.body(Body::empty()).unwrap_or_default();
     }
     let path = state.cache.data_path(&blob.digest);
-    let stall = state.settings.upstream_timeout;
+    // A pull waits up to peer_deadline on peers, then up to
+    // upstream_timeout on the origin: a reader waits as long.
+    let stall = state.settings.peer_deadline + state.settings.upstream_timeout;
     if state.cache.get(&blob.digest).is_some()
         && let Ok(file) = tokio::fs::File::open(&path).await
     {

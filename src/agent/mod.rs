@@ -112,6 +112,8 @@ pub struct AgentMetrics {
     bytes_registry: Counter,
     /// Blobs evicted from the cache.
     pub evictions: Counter,
+    /// Bytes from peers that failed verification or were cut off mid-piece.
+    pub discarded: Counter,
 }
 
 impl AgentMetrics {
@@ -123,6 +125,7 @@ impl AgentMetrics {
             bytes_bridge: bytes("bridge"),
             bytes_registry: bytes("registry"),
             evictions: registry.counter("swarmgate_agent_cache_evictions_total", &[]),
+            discarded: registry.counter("swarmgate_agent_peer_bytes_discarded_total", &[]),
             registry,
         }
     }

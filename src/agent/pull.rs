@@ -345,6 +345,10 @@ async fn from_peers(
     };
     let stopped = |label, reason: String| {
         let info_hash = transfer.info_hash();
+        state
+            .metrics
+            .discarded
+            .increment(transfer.unverified_bytes());
         async move {
             state.engine.forget(info_hash).await;
             Some(Fallback { label, reason })
@@ -355,9 +359,10 @@ async fn from_peers(
         Err(error) => return stopped("engine", error.to_string()).await,
     };
     let deadline = state.settings.peer_deadline;
-    // With no peer known a quarter of the deadline in (the tracker answers
-    // a new torrent at once), waiting longer gains nothing: the first
-    // node of a rollout goes to the origin early.
+    // With no peer connected a quarter of the deadline in (the tracker
+    // answers a new torrent at once, and a peer on the same network accepts
+    // in milliseconds), waiting longer gains nothing: the first node of a
+    // rollout, or one whose only peers have gone, goes to the origin early.
     let lonely = deadline / 4;
     let started = tokio::time::Instant::now();
     let mut last_progress = started;
@@ -385,11 +390,12 @@ async fn from_peers(
                 )
                 .await;
             }
-            Err(_) if *held == 0 && started.elapsed() >= lonely && transfer.peers().seen == 0 => {
+            Err(_) if *held == 0 && started.elapsed() >= lonely && transfer.peers().live == 0 => {
+                let seen = transfer.peers().seen;
                 return stopped(
                     "no_peers",
                     format!(
-                        "the tracker named no peer in {lonely:?} (a quarter of agent.peer_deadline)"
+                        "no peer connected in {lonely:?} (a quarter of agent.peer_deadline; {seen} named by the tracker)"
                     ),
                 )
                 .await;
@@ -397,6 +403,10 @@ async fn from_peers(
             Err(_) => {}
         }
     }
+    state
+        .metrics
+        .discarded
+        .increment(transfer.unverified_bytes());
     None
 }
 

@@ -6,6 +6,7 @@ pub mod process;
 #[allow(unused_imports)]
 pub use process::TrackerProcess;
 pub mod redis;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
