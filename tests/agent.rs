@@ -971,3 +971,228 @@ async fn the_cache_is_bounded_shared_by_concurrent_pulls_and_reseeded_after_a_re
     peer.stop();
     fleet.finish().await;
 }
+
+/// A containerd of its own (root, state, socket in the test's directory):
+/// one node's container runtime. `None`, with a line, where containerd
+/// cannot run (not root, or not installed).
+struct Containerd {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path, name: &str) -> Option<Self> {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root
+            || Command::new("containerd")
+                .arg("--version")
+                .output()
+                .is_err()
+        {
+            println!(
+                "skipped: containerd needs root and the containerd package (scripts/test installs it)"
+            );
+            return None;
+        }
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).expect("containerd dir");
+        let socket = dir.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{1}\"\n\
+             [ttrpc]\n  address = \"{1}.ttrpc\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n",
+            dir.display(),
+            socket.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).expect("containerd config");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("containerd runs");
+        let containerd = Self { child, dir, socket };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not answer within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(containerd)
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("ctr runs")
+    }
+
+    /// `ctr images pull` through the registry host configuration in `hosts`
+    /// (pull and unpack), with the registry's account.
+    fn pull(&self, hosts: &Path, reference: &str) -> std::process::Output {
+        let hosts = hosts.display().to_string();
+        let user = format!("{USER}:{PASSWORD}");
+        self.ctr(&[
+            "-n",
+            "swarmgate",
+            "images",
+            "pull",
+            "--hosts-dir",
+            &hosts,
+            "--user",
+            &user,
+            reference,
+        ])
+    }
+
+    /// The bytes of `file` in the unpacked image `reference`.
+    fn read_from_image(&self, reference: &str, file: &str) -> Vec<u8> {
+        let target = self.dir.join("mnt");
+        std::fs::create_dir_all(&target).expect("mount point");
+        let target = target.display().to_string();
+        let mounted = self.ctr(&["-n", "swarmgate", "images", "mount", reference, &target]);
+        assert!(
+            mounted.status.success(),
+            "ctr images mount: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        let bytes = std::fs::read(Path::new(&target).join(file)).expect("file in the image");
+        let _ = self.ctr(&["-n", "swarmgate", "images", "unmount", &target]);
+        bytes
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Snapshots may stay mounted if a test failed part-way.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.join("mnt"))
+            .output();
+    }
+}
+
+/// `swarmgate agent hosts` for `agent`, into `dir`; then, as the test of
+/// the mirror being the only way in, the registry fall-back points nowhere.
+fn hosts_dir_for(fleet: &Fleet, agent: &AgentProcess, dir: &Path) -> PathBuf {
+    let output = Command::new(BIN)
+        .args(["agent", "--config"])
+        .arg(&agent.config)
+        .args(["hosts", "--dir"])
+        .arg(dir)
+        .args(["--url", &agent.url()])
+        .output()
+        .expect("agent hosts runs");
+    assert!(
+        output.status.success(),
+        "agent hosts: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file = dir.join(fleet.registry.addr.to_string()).join("hosts.toml");
+    let written = std::fs::read_to_string(&file).expect("hosts.toml written");
+    let parsed: toml::Table = toml::from_str(&written).expect("valid TOML");
+    assert_eq!(
+        parsed["server"].as_str(),
+        Some(fleet.registry.url().as_str())
+    );
+    assert!(parsed["host"].get(&agent.url()).is_some(), "{written}");
+    let dead_end = written.replace(&fleet.registry.url(), "http://127.0.0.1:1");
+    std::fs::write(&file, dead_end).expect("rewrite");
+    dir.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_pulls_and_unpacks_through_agents_and_the_second_node_gets_every_layer_from_the_first()
+ {
+    let Some(fleet) = Fleet::start("agent-containerd").await else {
+        return;
+    };
+    let Some(node1) = Containerd::start(&fleet.dir, "node1") else {
+        fleet.finish().await;
+        return;
+    };
+    let Some(node2) = Containerd::start(&fleet.dir, "node2") else {
+        fleet.finish().await;
+        return;
+    };
+    let tars = layers(&[3 << 20, 2 << 20, 2 << 20], 11);
+    let layout = Layout::new(&fleet.dir, "ctr");
+    let image = layout.image("amd64", &tars);
+    fleet
+        .registry
+        .push_layout(layout.tag("v1", vec![image]), "v1", "team/ctr", &[]);
+    let stored = fleet
+        .registry
+        .manifest("team/ctr", "v1", OCI_MANIFEST)
+        .await;
+    let digests = layer_digests(&stored);
+    let layer_bytes: u64 = stored["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["size"].as_u64().expect("size"))
+        .sum();
+    let reference = format!("{}/team/ctr:v1", fleet.registry.addr);
+
+    let first = fleet.agent("node1-agent", "");
+    let hosts1 = hosts_dir_for(&fleet, &first, &fleet.dir.join("certs.d-1"));
+    let started = std::time::Instant::now();
+    let pulled = node1.pull(&hosts1, &reference);
+    assert!(
+        pulled.status.success(),
+        "ctr pull through the first agent: {}{}",
+        String::from_utf8_lossy(&pulled.stdout),
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    println!(
+        "node 1 (no peer yet): ctr pull took {:?}",
+        started.elapsed()
+    );
+    // Unpacked, and the files are the layers' files.
+    let file0 = node1.read_from_image(&reference, "file0.bin");
+    assert_eq!(file0, common::random_bytes(3 << 20, 1101));
+
+    let sent_before: u64 = digests
+        .iter()
+        .map(|d| fleet.registry.blob_bytes_sent(d))
+        .sum();
+    let second = fleet.agent("node2-agent", "");
+    let hosts2 = hosts_dir_for(&fleet, &second, &fleet.dir.join("certs.d-2"));
+    let started = std::time::Instant::now();
+    let pulled = node2.pull(&hosts2, &reference);
+    assert!(
+        pulled.status.success(),
+        "ctr pull through the second agent: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    println!(
+        "node 2 (from node 1): ctr pull took {:?}",
+        started.elapsed()
+    );
+    let file2 = node2.read_from_image(&reference, "file2.bin");
+    assert_eq!(file2, common::random_bytes(2 << 20, 1103));
+    let sent_after: u64 = digests
+        .iter()
+        .map(|d| fleet.registry.blob_bytes_sent(d))
+        .sum();
+    assert_eq!(
+        sent_after, sent_before,
+        "the registry served no layer blob again"
+    );
+    assert_eq!(second.bytes_from("peers").await, layer_bytes as f64);
+    first.stop();
+    second.stop();
+    drop(node1);
+    drop(node2);
+    fleet.finish().await;
+}

@@ -426,7 +426,9 @@ mod tests {
             std::fs::File::options()
                 .write(true)
                 .open(cache.mark_path(digest))
-                .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)))
+                .and_then(|f| {
+                    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                })
                 .expect("stamp");
         };
         mark(&b, 1_000);
@@ -435,7 +437,10 @@ mod tests {
         let (cache, _) = BlobCache::open(&dir, 200).expect("reopen");
         let evicted = cache.reserve(digest_of(b"new"), 100).expect("room");
         assert_eq!(evicted.len(), 1);
-        assert_eq!(evicted[0].digest, b, "the least recently used before the restart");
+        assert_eq!(
+            evicted[0].digest, b,
+            "the least recently used before the restart"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 
