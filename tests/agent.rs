@@ -1105,7 +1105,7 @@ fn hosts_dir_for(fleet: &Fleet, agent: &AgentProcess, dir: &Path) -> PathBuf {
         parsed["server"].as_str(),
         Some(fleet.registry.url().as_str())
     );
-    assert!(parsed["host"].get(&agent.url()).is_some(), "{written}");
+    assert!(parsed["host"].get(agent.url()).is_some(), "{written}");
     let dead_end = written.replace(&fleet.registry.url(), "http://127.0.0.1:1");
     std::fs::write(&file, dead_end).expect("rewrite");
     dir.to_owned()
