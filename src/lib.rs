@@ -40,6 +40,11 @@
 //! - [`bridge`]: `swarmgate bridge`, the registry side beside an existing OCI
 //!   registry: signed layer torrents for callers the registry authorises, a
 //!   token-gated web seed, the JWKS, key rotation.
+//! - [`agent`]: `swarmgate agent`, the node side: a containerd/CRI-O registry
+//!   mirror that pulls layer blobs over BitTorrent (librqbit behind
+//!   [`agent::engine`]) from other agents, falls back to the origin, keeps
+//!   verified blobs in a bounded cache and seeds them. A client of the
+//!   bridge and the tracker over the wire; it never touches [`swarm`].
 
 pub mod admin;
 pub mod agent;
