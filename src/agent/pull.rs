@@ -235,19 +235,27 @@ async fn run(
         .await?;
     }
     let actual = hash.finish();
-    if actual.as_ref() != blob.digest.0 {
+    let committed = if actual.as_ref() != blob.digest.0 {
+        Err(PullError::DigestMismatch {
+            actual: hex::encode(actual.as_ref()),
+            size: held,
+        })
+    } else {
+        state
+            .cache
+            .commit(
+                &blob.digest,
+                torrent.as_ref().map(|(bytes, _)| bytes.as_ref()),
+            )
+            .map_err(PullError::Disk)
+    };
+    if let Err(failure) = committed {
+        // The file goes: the engine must not seed it any longer.
         if let Some((_, meta)) = &torrent {
             state.engine.forget(meta.info.info_hash()).await;
         }
-        return Err(PullError::DigestMismatch {
-            actual: hex::encode(actual.as_ref()),
-            size: held,
-        });
+        return Err(failure);
     }
-    state.cache.commit(
-        &blob.digest,
-        torrent.as_ref().map(|(bytes, _)| bytes.as_ref()),
-    )?;
     // Filled from the origin: the engine checks the file and seeds it.
     if let Some((bytes, _)) = torrent
         && state.engine.add(bytes.clone()).await.is_err()
