@@ -206,6 +206,35 @@ impl Fleet {
         AgentProcess::start(self.agent_config(name, Some(&bridge), extra))
     }
 
+    /// Seeders the tracker lists for the blob at `path` (`NAME/blobs/DIGEST`),
+    /// asked as a fresh leecher with the torrent's own token.
+    async fn seeders(&self, path: &str) -> i64 {
+        let torrent = reqwest::Client::new()
+            .get(format!("{}/c1/torrent/{path}", self.bridge_url()))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .expect("bridge")
+            .bytes()
+            .await
+            .expect("torrent");
+        let meta: swarmgate::torrent::MetaInfo =
+            serde_bencode::from_bytes(&torrent).expect("a torrent");
+        let info_hash = swarmgate::torrent::info_hash_of(&torrent).expect("infohash");
+        let url = format!(
+            "{}&info_hash={}&peer_id=-XX0001-agenttest001&port=9&uploaded=0&downloaded=0&left=1&compact=1",
+            meta.announce,
+            common::escape(&info_hash.0)
+        );
+        let body = reqwest::get(&url)
+            .await
+            .expect("announce")
+            .bytes()
+            .await
+            .expect("body");
+        common::int(&common::dict(&body), "complete")
+    }
+
     async fn finish(self) {
         self.bridge.shutdown().await;
         if let Some(tracker) = self.tracker {
@@ -548,7 +577,22 @@ async fn callers_the_registry_refuses_get_nothing_from_a_node_that_holds_the_lay
     .await;
     assert_eq!(again.status(), 206);
     assert_eq!(again.bytes().await.expect("body"), body.slice(1000..));
+    // The holder announces itself as a seeder once the blob verified.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fleet.seeders(&blob_path).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never seeded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     agent.stop();
+    // A stopped agent tells the tracker (librqbit itself never does).
+    assert_eq!(
+        fleet.seeders(&blob_path).await,
+        0,
+        "the holder said stopped"
+    );
 
     // An agent with its own login (a Docker config.json, as a pull secret
     // mounted on the node) serves callers that send none.

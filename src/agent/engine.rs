@@ -41,6 +41,13 @@ pub enum EngineError {
 pub struct Engine {
     session: Arc<Session>,
     folder: PathBuf,
+    /// The session's peer id, chosen here so the agent can announce
+    /// `stopped` itself (librqbit never does).
+    peer_id: [u8; 20],
+    announce_port: u16,
+    /// Each torrent's first announce URL (with its token), by infohash.
+    announce_urls: parking_lot::Mutex<std::collections::HashMap<[u8; 20], String>>,
+    http: reqwest::Client,
 }
 
 /// How many peers a torrent knows of.
@@ -86,8 +93,14 @@ impl Engine {
             let port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
             listen.set_port(port);
         }
-        let announce_port = announce_port.or(Some(listen.port()));
+        let announce_port = announce_port.unwrap_or(listen.port());
+        // Azureus style, as trackers and peers expect: -SG0100-<12 random>.
+        let mut peer_id = *b"-SG0100-000000000000";
+        for byte in &mut peer_id[8..] {
+            *byte = b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random_range(0..36)];
+        }
         let options = SessionOptions {
+            peer_id: Some(librqbit::dht::Id20::new(peer_id)),
             dht: None,
             persistence: None,
             fastresume: false,
@@ -95,7 +108,7 @@ impl Engine {
             listen: Some(ListenerOptions {
                 mode: ListenerMode::TcpOnly,
                 listen_addr: listen,
-                announce_port,
+                announce_port: Some(announce_port),
                 ipv4_only: listen.is_ipv4(),
                 ..Default::default()
             }),
@@ -114,9 +127,20 @@ impl Engine {
                 listen,
                 reason: format!("{e:#}"),
             })?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .map_err(|e| EngineError::Start {
+                listen,
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             session,
             folder: folder.to_owned(),
+            peer_id,
+            announce_port,
+            announce_urls: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            http,
         })
     }
 
@@ -129,6 +153,10 @@ impl Engine {
     /// the file in the engine's folder lacks, then seeds. A file already
     /// complete on disk is checked piece by piece and seeded.
     pub async fn add(&self, torrent: Bytes) -> Result<Transfer, EngineError> {
+        let announce = serde_bencode::from_bytes::<crate::torrent::MetaInfo>(&torrent)
+            .ok()
+            .map(|meta| meta.announce)
+            .filter(|url| url.starts_with("http://") || url.starts_with("https://"));
         let options = AddTorrentOptions {
             overwrite: true,
             output_folder: Some(self.folder.to_string_lossy().into_owned()),
@@ -142,16 +170,41 @@ impl Engine {
         let handle = added
             .into_handle()
             .ok_or_else(|| EngineError::Torrent("the torrent was only listed".into()))?;
+        if let Some(url) = announce {
+            self.announce_urls.lock().insert(handle.info_hash().0, url);
+        }
         Ok(Transfer { handle })
     }
 
-    /// Stops downloading or seeding `info_hash` and keeps its file.
+    /// Stops downloading or seeding `info_hash` and keeps its file; tells
+    /// the tracker (`event=stopped`), so other agents stop trying this one.
     pub async fn forget(&self, info_hash: InfoHash) {
         let id = librqbit::dht::Id20::new(info_hash.0);
-        if self.session.get(id.into()).is_some()
-            && let Err(error) = self.session.delete(id.into(), false).await
-        {
+        let Some(handle) = self.session.get(id.into()) else {
+            return;
+        };
+        let stats = handle.stats();
+        if let Err(error) = self.session.delete(id.into(), false).await {
             tracing::warn!(info_hash = %hex::encode(info_hash.0), "engine: cannot stop a torrent: {error:#}");
+        }
+        let Some(url) = self.announce_urls.lock().remove(&info_hash.0) else {
+            return;
+        };
+        let left = stats.total_bytes.saturating_sub(stats.progress_bytes);
+        let escape = |bytes: &[u8]| {
+            percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let stopped = format!(
+            "{url}{separator}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={left}&event=stopped&compact=1",
+            escape(&info_hash.0),
+            escape(&self.peer_id),
+            self.announce_port,
+            stats.uploaded_bytes,
+            stats.progress_bytes,
+        );
+        if let Err(error) = self.http.get(stopped).send().await {
+            tracing::debug!(info_hash = %hex::encode(info_hash.0), "engine: the stopped announce failed: {error}");
         }
     }
 
@@ -169,8 +222,13 @@ impl Engine {
         self.session.with_torrents(|torrents| torrents.count())
     }
 
-    /// Stops every torrent and the listener.
+    /// Stops every torrent (announcing `stopped` for each) and the listener.
     pub async fn stop(&self) {
+        let held: Vec<[u8; 20]> = self
+            .session
+            .with_torrents(|torrents| torrents.map(|(_, handle)| handle.info_hash().0).collect());
+        let forgets = held.into_iter().map(|hash| self.forget(InfoHash(hash)));
+        futures_util::future::join_all(forgets).await;
         self.session.stop().await;
     }
 }
