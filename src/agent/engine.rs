@@ -177,19 +177,27 @@ impl Engine {
     }
 
     /// Stops downloading or seeding `info_hash` and keeps its file; tells
-    /// the tracker (`event=stopped`), so other agents stop trying this one.
+    /// the tracker (`event=stopped`, in the background, so a pull turning
+    /// to the origin does not wait for it), so other agents stop trying
+    /// this one.
     pub async fn forget(&self, info_hash: InfoHash) {
+        if let Some(announce) = self.let_go(info_hash).await {
+            tokio::spawn(announce);
+        }
+    }
+
+    /// Stops the torrent; returns its `stopped` announce, to be sent.
+    async fn let_go(
+        &self,
+        info_hash: InfoHash,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let id = librqbit::dht::Id20::new(info_hash.0);
-        let Some(handle) = self.session.get(id.into()) else {
-            return;
-        };
+        let handle = self.session.get(id.into())?;
         let stats = handle.stats();
         if let Err(error) = self.session.delete(id.into(), false).await {
             tracing::warn!(info_hash = %hex::encode(info_hash.0), "engine: cannot stop a torrent: {error:#}");
         }
-        let Some(url) = self.announce_urls.lock().remove(&info_hash.0) else {
-            return;
-        };
+        let url = self.announce_urls.lock().remove(&info_hash.0)?;
         let left = stats.total_bytes.saturating_sub(stats.progress_bytes);
         let escape = |bytes: &[u8]| {
             percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -203,9 +211,12 @@ impl Engine {
             stats.uploaded_bytes,
             stats.progress_bytes,
         );
-        if let Err(error) = self.http.get(stopped).send().await {
-            tracing::debug!(info_hash = %hex::encode(info_hash.0), "engine: the stopped announce failed: {error}");
-        }
+        let request = self.http.get(stopped).send();
+        Some(async move {
+            if let Err(error) = request.await {
+                tracing::debug!(info_hash = %hex::encode(info_hash.0), "engine: the stopped announce failed: {error}");
+            }
+        })
     }
 
     /// Bytes uploaded to peers by every torrent held now.
@@ -227,8 +238,12 @@ impl Engine {
         let held: Vec<[u8; 20]> = self
             .session
             .with_torrents(|torrents| torrents.map(|(_, handle)| handle.info_hash().0).collect());
-        let forgets = held.into_iter().map(|hash| self.forget(InfoHash(hash)));
-        futures_util::future::join_all(forgets).await;
+        // At shutdown the announces are waited for (2 s at most each).
+        let mut announces = Vec::new();
+        for hash in held {
+            announces.extend(self.let_go(InfoHash(hash)).await);
+        }
+        futures_util::future::join_all(announces).await;
         self.session.stop().await;
     }
 }
