@@ -128,3 +128,22 @@ fn transfer_json(totals: &crate::swarm::TransferTotals) -> serde_json::Value {
         "implausible": totals.implausible,
     })
 }
+
+/// Serves `app` on `listener` until `stopped` turns true, letting open
+/// requests finish; a failure of the listener is logged as `what`'s.
+/// For the operators' listeners of `bridge` and `agent`.
+pub async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) {
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "{what} listener failed");
+    }
+}

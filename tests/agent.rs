@@ -206,6 +206,14 @@ impl Fleet {
         AgentProcess::start(self.agent_config(name, Some(&bridge), extra))
     }
 
+    /// Bytes the registry has sent for GETs of these blobs so far.
+    fn sent_for(&self, digests: &[String]) -> u64 {
+        digests
+            .iter()
+            .map(|d| self.registry.blob_bytes_sent(d))
+            .sum()
+    }
+
     /// Seeders the tracker lists for the blob at `path` (`NAME/blobs/DIGEST`),
     /// asked as a fresh leecher with the torrent's own token.
     async fn seeders(&self, path: &str) -> i64 {
@@ -433,20 +441,14 @@ async fn skopeo_copies_oci_images_indexes_and_docker_manifests_and_the_second_ag
     );
 
     // The second node: every layer of the multi-layer image from the first.
-    let sent_before: u64 = multi_layers
-        .iter()
-        .map(|d| fleet.registry.blob_bytes_sent(d))
-        .sum();
+    let sent_before = fleet.sent_for(&multi_layers);
     let second = fleet.agent("second", "");
     let out = fleet.dir.join("out-second");
     let (ok, said) = skopeo_through(&second, "team/multi:v1", &out, Some(&creds), &[]);
     assert!(ok, "skopeo through the second agent: {said}");
-    let sent_after: u64 = multi_layers
-        .iter()
-        .map(|d| fleet.registry.blob_bytes_sent(d))
-        .sum();
     assert_eq!(
-        sent_after, sent_before,
+        fleet.sent_for(&multi_layers),
+        sent_before,
         "the registry sent no layer byte for the second node"
     );
     let layer_bytes: u64 = multi["layers"]
@@ -1097,6 +1099,19 @@ impl Containerd {
         ])
     }
 
+    /// [`pull`](Self::pull), asserting it succeeded; prints how long it took.
+    fn pull_checked(&self, hosts: &Path, reference: &str, what: &str) {
+        let started = std::time::Instant::now();
+        let pulled = self.pull(hosts, reference);
+        assert!(
+            pulled.status.success(),
+            "ctr pull, {what}: {}{}",
+            String::from_utf8_lossy(&pulled.stdout),
+            String::from_utf8_lossy(&pulled.stderr)
+        );
+        println!("{what}: ctr pull took {:?}", started.elapsed());
+    }
+
     /// The bytes of `file` in the unpacked image `reference`.
     fn read_from_image(&self, reference: &str, file: &str) -> Vec<u8> {
         let target = self.dir.join("mnt");
@@ -1169,68 +1184,27 @@ async fn containerd_pulls_and_unpacks_through_agents_and_the_second_node_gets_ev
         fleet.finish().await;
         return;
     };
-    let tars = layers(&[3 << 20, 2 << 20, 2 << 20], 11);
-    let layout = Layout::new(&fleet.dir, "ctr");
-    let image = layout.image("amd64", &tars);
-    fleet
-        .registry
-        .push_layout(layout.tag("v1", vec![image]), "v1", "team/ctr", &[]);
-    let stored = fleet
-        .registry
-        .manifest("team/ctr", "v1", OCI_MANIFEST)
-        .await;
-    let digests = layer_digests(&stored);
-    let layer_bytes: u64 = stored["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["size"].as_u64().expect("size"))
-        .sum();
+    let blobs = push_image(&fleet, "team/ctr", &[3 << 20, 2 << 20, 2 << 20], 11).await;
+    let digests: Vec<String> = blobs.iter().map(|(d, _)| d.clone()).collect();
+    let layer_bytes: u64 = blobs.iter().map(|(_, size)| size).sum();
     let reference = format!("{}/team/ctr:v1", fleet.registry.addr);
 
     let first = fleet.agent("node1-agent", "");
     let hosts1 = hosts_dir_for(&fleet, &first, &fleet.dir.join("certs.d-1"));
-    let started = std::time::Instant::now();
-    let pulled = node1.pull(&hosts1, &reference);
-    assert!(
-        pulled.status.success(),
-        "ctr pull through the first agent: {}{}",
-        String::from_utf8_lossy(&pulled.stdout),
-        String::from_utf8_lossy(&pulled.stderr)
-    );
-    println!(
-        "node 1 (no peer yet): ctr pull took {:?}",
-        started.elapsed()
-    );
+    node1.pull_checked(&hosts1, &reference, "node 1, no peer yet");
     // Unpacked, and the files are the layers' files.
     let file0 = node1.read_from_image(&reference, "file0.bin");
     assert_eq!(file0, common::random_bytes(3 << 20, 1101));
 
-    let sent_before: u64 = digests
-        .iter()
-        .map(|d| fleet.registry.blob_bytes_sent(d))
-        .sum();
+    let sent_before = fleet.sent_for(&digests);
     let second = fleet.agent("node2-agent", "");
     let hosts2 = hosts_dir_for(&fleet, &second, &fleet.dir.join("certs.d-2"));
-    let started = std::time::Instant::now();
-    let pulled = node2.pull(&hosts2, &reference);
-    assert!(
-        pulled.status.success(),
-        "ctr pull through the second agent: {}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
-    println!(
-        "node 2 (from node 1): ctr pull took {:?}",
-        started.elapsed()
-    );
+    node2.pull_checked(&hosts2, &reference, "node 2, from node 1");
     let file2 = node2.read_from_image(&reference, "file2.bin");
     assert_eq!(file2, common::random_bytes(2 << 20, 1103));
-    let sent_after: u64 = digests
-        .iter()
-        .map(|d| fleet.registry.blob_bytes_sent(d))
-        .sum();
     assert_eq!(
-        sent_after, sent_before,
+        fleet.sent_for(&digests),
+        sent_before,
         "the registry served no layer blob again"
     );
     assert_eq!(second.bytes_from("peers").await, layer_bytes as f64);

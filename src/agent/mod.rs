@@ -363,17 +363,12 @@ pub async fn start(config: &Config) -> Result<Agent, AgentError> {
             "agent admin",
         ),
     ] {
-        let mut stopped = stopped.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "{what} listener failed");
-            }
-        });
+        tasks.spawn(crate::admin::serve_until_stopped(
+            listener,
+            app,
+            stopped.clone(),
+            what,
+        ));
     }
     let upkeep = state.clone();
     let mut upkeep_stopped = stopped;

@@ -279,18 +279,12 @@ pub async fn start(config: &Config) -> Result<Bridge, BridgeError> {
         ),
         stopped.clone(),
     ));
-    let mut admin_stopped = stopped.clone();
-    let admin = http::admin_app(state.clone());
-    tasks.spawn(async move {
-        let served = axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "bridge admin listener failed");
-        }
-    });
+    tasks.spawn(crate::admin::serve_until_stopped(
+        admin_listener,
+        http::admin_app(state.clone()),
+        stopped.clone(),
+        "bridge admin",
+    ));
     // Upkeep: retire keys past their overlap; fold latency samples.
     let upkeep = state.clone();
     let mut upkeep_stopped = stopped;
