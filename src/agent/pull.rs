@@ -504,6 +504,11 @@ async fn from_origin(
                 continue;
             }
             file.write_all(&chunk).await?;
+            // tokio's File hands a write to a blocking thread and returns:
+            // readers (other file handles) may see the bytes only once it
+            // finished. flush waits for that; without it a reader can send
+            // stale bytes below the watermark.
+            file.flush().await?;
             hash.update(&chunk);
             *held += chunk.len() as u64;
             state.metrics.bytes(source, chunk.len() as u64);
