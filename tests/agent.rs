@@ -1214,3 +1214,36 @@ async fn containerd_pulls_and_unpacks_through_agents_and_the_second_node_gets_ev
     drop(node2);
     fleet.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_follow_an_origin_fill_get_the_blob_byte_exact() {
+    let Some(fleet) = Fleet::start("agent-readers").await else {
+        return;
+    };
+    let blobs = push_image(&fleet, "team/readers", &[24 << 20], 12).await;
+    let digest = blobs[0].0.clone();
+    // No bridge: every byte comes from the registry through the agent's
+    // own writes, which readers chase up the watermark.
+    let agent = AgentProcess::start(fleet.agent_config("origin-only", None, ""));
+    let readers = (0..6).map(|_| pull_blob(&agent, &fleet, "team/readers", &digest));
+    let bodies = futures_util::future::join_all(readers).await;
+    assert_eq!(
+        bodies.len(),
+        6,
+        "each checked against the digest in pull_blob"
+    );
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        series(&metrics, "swarmgate_agent_pulls_total{result=\"verified\"}"),
+        1.0
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            "swarmgate_agent_fallbacks_total{reason=\"no_bridge\"}"
+        ),
+        1.0
+    );
+    agent.stop();
+    fleet.finish().await;
+}

@@ -153,12 +153,43 @@ impl Engine {
     /// the file in the engine's folder lacks, then seeds. A file already
     /// complete on disk is checked piece by piece and seeded.
     pub async fn add(&self, torrent: Bytes) -> Result<Transfer, EngineError> {
+        self.add_with(torrent, None).await
+    }
+
+    /// [`add`](Self::add) for a download: it re-announces every
+    /// `announce_every` instead of the tracker's interval, so peers that
+    /// start seeding after its first announce (a node that went to the
+    /// origin and finished) are found within seconds, not an interval.
+    pub async fn download(
+        &self,
+        torrent: Bytes,
+        announce_every: std::time::Duration,
+    ) -> Result<Transfer, EngineError> {
+        self.add_with(torrent, Some(announce_every)).await
+    }
+
+    /// Seeds a blob now whole on disk at the tracker's own interval: a
+    /// download's fast re-announce is dropped (the torrent is let go without
+    /// `stopped` and added again, which checks the file once).
+    pub async fn seed(&self, torrent: Bytes) -> Result<Transfer, EngineError> {
+        if let Ok(info_hash) = crate::torrent::info_hash_of(&torrent) {
+            let _ = self.let_go(info_hash, false).await;
+        }
+        self.add_with(torrent, None).await
+    }
+
+    async fn add_with(
+        &self,
+        torrent: Bytes,
+        announce_every: Option<std::time::Duration>,
+    ) -> Result<Transfer, EngineError> {
         let announce = serde_bencode::from_bytes::<crate::torrent::MetaInfo>(&torrent)
             .ok()
             .map(|meta| meta.announce)
             .filter(|url| url.starts_with("http://") || url.starts_with("https://"));
         let options = AddTorrentOptions {
             overwrite: true,
+            force_tracker_interval: announce_every,
             output_folder: Some(self.folder.to_string_lossy().into_owned()),
             ..Default::default()
         };
@@ -181,15 +212,17 @@ impl Engine {
     /// to the origin does not wait for it), so other agents stop trying
     /// this one.
     pub async fn forget(&self, info_hash: InfoHash) {
-        if let Some(announce) = self.let_go(info_hash).await {
+        if let Some(announce) = self.let_go(info_hash, true).await {
             tokio::spawn(announce);
         }
     }
 
-    /// Stops the torrent; returns its `stopped` announce, to be sent.
+    /// Stops the torrent; returns its `stopped` announce, to be sent, when
+    /// `tell` (and the torrent has an HTTP tracker).
     async fn let_go(
         &self,
         info_hash: InfoHash,
+        tell: bool,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let id = librqbit::dht::Id20::new(info_hash.0);
         let handle = self.session.get(id.into())?;
@@ -198,6 +231,9 @@ impl Engine {
             tracing::warn!(info_hash = %hex::encode(info_hash.0), "engine: cannot stop a torrent: {error:#}");
         }
         let url = self.announce_urls.lock().remove(&info_hash.0)?;
+        if !tell {
+            return None;
+        }
         let left = stats.total_bytes.saturating_sub(stats.progress_bytes);
         let escape = |bytes: &[u8]| {
             percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -241,7 +277,7 @@ impl Engine {
         // At shutdown the announces are waited for (2 s at most each).
         let mut announces = Vec::new();
         for hash in held {
-            announces.extend(self.let_go(InfoHash(hash)).await);
+            announces.extend(self.let_go(InfoHash(hash), true).await);
         }
         futures_util::future::join_all(announces).await;
         self.session.stop().await;
@@ -262,6 +298,11 @@ impl Transfer {
     /// The torrent's infohash.
     pub fn info_hash(&self) -> InfoHash {
         InfoHash(self.handle.info_hash().0)
+    }
+
+    /// Bytes of the torrent held verified, in any order.
+    pub fn have_bytes(&self) -> u64 {
+        self.handle.stats().progress_bytes
     }
 
     /// Bytes peers sent that did not (yet) verify: pieces whose SHA-1 failed

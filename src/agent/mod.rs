@@ -318,7 +318,7 @@ pub async fn start(config: &Config) -> Result<Agent, AgentError> {
     let mut seeding = 0usize;
     for kept in &recovered {
         if let Some(torrent) = &kept.torrent {
-            match engine.add(bytes::Bytes::from(torrent.clone())).await {
+            match engine.seed(bytes::Bytes::from(torrent.clone())).await {
                 Ok(_) => seeding += 1,
                 Err(error) => {
                     tracing::warn!(blob = %kept.digest, "agent: cannot seed a kept blob: {error}")

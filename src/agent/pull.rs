@@ -256,9 +256,10 @@ async fn run(
         }
         return Err(failure);
     }
-    // Filled from the origin: the engine checks the file and seeds it.
+    // Whole and verified: the engine checks the file and seeds it at the
+    // tracker's interval.
     if let Some((bytes, _)) = torrent
-        && state.engine.add(bytes.clone()).await.is_err()
+        && state.engine.seed(bytes.clone()).await.is_err()
     {
         tracing::warn!(blob = %blob.digest, "agent: the blob is cached but cannot be seeded");
     }
@@ -342,7 +343,8 @@ async fn from_peers(
     held: &mut u64,
     progress: &watch::Sender<Progress>,
 ) -> Option<Fallback> {
-    let transfer = match state.engine.add(torrent).await {
+    let announce_every = (state.settings.peer_deadline / 4).max(Duration::from_secs(1));
+    let transfer = match state.engine.download(torrent, announce_every).await {
         Ok(transfer) => transfer,
         Err(error) => {
             return Some(Fallback {
@@ -374,6 +376,9 @@ async fn from_peers(
     let lonely = deadline / 4;
     let started = tokio::time::Instant::now();
     let mut last_progress = started;
+    // Progress is any verified piece, not only the next one in order: on a
+    // busy link, peers deliver later pieces while the next one is in flight.
+    let mut have = transfer.have_bytes();
     let mut buffer = vec![0u8; 256 << 10];
     while *held < size {
         match tokio::time::timeout(POLL, stream.read(&mut buffer)).await {
@@ -388,6 +393,10 @@ async fn from_peers(
                 last_progress = tokio::time::Instant::now();
             }
             Ok(Err(error)) => return stopped("engine", error.to_string()).await,
+            Err(_) if transfer.have_bytes() != have => {
+                have = transfer.have_bytes();
+                last_progress = tokio::time::Instant::now();
+            }
             Err(_) if last_progress.elapsed() >= deadline => {
                 return stopped(
                     "peer_deadline",
