@@ -8,12 +8,15 @@
 
 use std::process::Command;
 
-#[test]
-fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
-    let out = std::env::temp_dir().join(format!("swarmgate-testbed-{}.json", std::process::id()));
+/// Runs `scripts/testbed --small` with `extra` arguments and the test
+/// binary; prints its tables and returns its results, or `None` (with the
+/// script's line saying why) where the testbed cannot run here.
+fn run_small(extra: &[&str], name: &str) -> Option<Vec<serde_json::Value>> {
+    let out = std::env::temp_dir().join(format!("swarmgate-{name}-{}.json", std::process::id()));
     let run = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testbed"))
+        .arg("--small")
+        .args(extra)
         .args([
-            "--small",
             "--timeout",
             "120",
             "--binary",
@@ -31,7 +34,7 @@ fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
     );
     if let Some(skipped) = stdout.lines().find(|l| l.starts_with("testbed: skipped")) {
         println!("{skipped}");
-        return;
+        return None;
     }
     println!(
         "{}",
@@ -45,14 +48,21 @@ fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
         serde_json::from_str(&std::fs::read_to_string(&out).expect("results written"))
             .expect("json");
     let _ = std::fs::remove_file(&out);
-    let results = report["results"].as_array().expect("results");
+    Some(report["results"].as_array().expect("results").clone())
+}
+
+#[test]
+fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
+    let Some(results) = run_small(&[], "testbed") else {
+        return;
+    };
     let by_policy = |name: &str| {
         results
             .iter()
             .find(|r| r["policy"] == name)
             .unwrap_or_else(|| panic!("no {name} run"))
     };
-    for result in results {
+    for result in &results {
         assert_eq!(
             result["finished"], result["agents"],
             "every agent finishes under {}: {result}",
@@ -61,7 +71,7 @@ fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
     }
     // The tracker's offload (from peers' reports) agrees with the wire's
     // (origin bytes sent against agent bytes received) within 10 points.
-    for result in results {
+    for result in &results {
         let wire = result["offload_wire"].as_f64().expect("wire offload");
         let tracker = result["offload_tracker"].as_f64().expect("tracker offload");
         assert!(
@@ -91,53 +101,16 @@ fn on_a_namespaced_network_tiers_keep_bytes_near_and_every_agent_finishes() {
 /// registry than the direct pulls do.
 #[test]
 fn on_a_namespaced_network_agents_pull_an_image_and_spare_the_registry() {
-    let out = std::env::temp_dir().join(format!(
-        "swarmgate-testbed-image-{}.json",
-        std::process::id()
-    ));
-    let run = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testbed"))
-        .args([
-            "--small",
-            "--image",
-            "--timeout",
-            "120",
-            "--binary",
-            env!("CARGO_BIN_EXE_swarmgate"),
-        ])
-        .arg("--json")
-        .arg(&out)
-        .output()
-        .expect("scripts/testbed runs (python3)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "testbed failed: {stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    if let Some(skipped) = stdout.lines().find(|l| l.starts_with("testbed: skipped")) {
-        println!("{skipped}");
+    let Some(results) = run_small(&["--image"], "testbed-image") else {
         return;
-    }
-    println!(
-        "{}",
-        stdout
-            .lines()
-            .filter(|l| l.starts_with('|'))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("results written"))
-            .expect("json");
-    let _ = std::fs::remove_file(&out);
-    let results = report["results"].as_array().expect("results");
+    };
     let by_mode = |name: &str| {
         results
             .iter()
             .find(|r| r["mode"] == name)
             .unwrap_or_else(|| panic!("no {name} rollout"))
     };
-    for result in results {
+    for result in &results {
         assert_eq!(
             result["pulled"], result["nodes"],
             "every node pulls the image in {}: {result}",
