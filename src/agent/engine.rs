@@ -79,6 +79,12 @@ impl Engine {
         let peer_opts = PeerConnectionOptions {
             connect_timeout: Some(timeout.min(std::time::Duration::from_secs(10))),
             read_write_timeout: Some(timeout),
+            // 32 chunks of 16 KiB: one 512 KiB piece in flight per peer. The
+            // default (128) ties four pieces to the first peer, however slow
+            // (a far region over a shared link), while near peers that have
+            // the blob find "no pieces to request" until librqbit steals them
+            // back seconds later (seen in the testbed's traces).
+            max_request_window: Some(32),
             ..Default::default()
         };
         // librqbit announces no port for a loopback listener (peers then
@@ -300,9 +306,15 @@ impl Transfer {
         InfoHash(self.handle.info_hash().0)
     }
 
-    /// Bytes of the torrent held verified, in any order.
-    pub fn have_bytes(&self) -> u64 {
-        self.handle.stats().progress_bytes
+    /// Bytes of the torrent held verified (in any order) and bytes peers
+    /// sent so far, verified or not: both move while peers deliver.
+    pub fn progress(&self) -> (u64, u64) {
+        let stats = self.handle.stats();
+        let fetched = stats
+            .live
+            .map(|live| live.snapshot.fetched_bytes)
+            .unwrap_or(0);
+        (stats.progress_bytes, fetched)
     }
 
     /// Bytes peers sent that did not (yet) verify: pieces whose SHA-1 failed

@@ -376,9 +376,10 @@ async fn from_peers(
     let lonely = deadline / 4;
     let started = tokio::time::Instant::now();
     let mut last_progress = started;
-    // Progress is any verified piece, not only the next one in order: on a
-    // busy link, peers deliver later pieces while the next one is in flight.
-    let mut have = transfer.have_bytes();
+    // Progress is any byte from peers, verified in any order or still in
+    // flight, not only the next piece in order: on a busy link peers deliver
+    // later pieces while the next one is still arriving.
+    let mut progress_seen = transfer.progress();
     let mut buffer = vec![0u8; 256 << 10];
     while *held < size {
         match tokio::time::timeout(POLL, stream.read(&mut buffer)).await {
@@ -393,8 +394,8 @@ async fn from_peers(
                 last_progress = tokio::time::Instant::now();
             }
             Ok(Err(error)) => return stopped("engine", error.to_string()).await,
-            Err(_) if transfer.have_bytes() != have => {
-                have = transfer.have_bytes();
+            Err(_) if transfer.progress() != progress_seen => {
+                progress_seen = transfer.progress();
                 last_progress = tokio::time::Instant::now();
             }
             Err(_) if last_progress.elapsed() >= deadline => {
