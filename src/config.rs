@@ -197,7 +197,7 @@ pub struct AgentConfig {
     pub peer_listen: SocketAddr,
     /// The port announced to the tracker; 0 = `peer_listen`'s port.
     pub announce_port: u16,
-    /// A pull switches to the origin when peers delivered no verified byte for this long.
+    /// A pull switches to the origin when peers sent no byte (verified or in flight) for this long.
     #[serde(with = "humantime_serde")]
     pub peer_deadline: Duration,
     /// Blobs smaller than this are fetched from the registry directly (configs, tiny layers).
@@ -871,7 +871,8 @@ peer_listen = "0.0.0.0:6881"
 # the tracker sees, so locality applies unchanged.
 announce_port = 0
 # A pull goes to the origin (the bridge's web seed, else the registry) for
-# what is missing when peers delivered no verified byte for this long.
+# what is missing when peers sent no byte (verified in any order, or in
+# flight) for this long, or when no peer connected in a quarter of it.
 peer_deadline = "5s"
 # Blobs smaller than this come from the registry directly (configs, tiny
 # layers): a torrent costs more than it saves there.
