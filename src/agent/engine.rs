@@ -57,6 +57,8 @@ pub struct PeerCounts {
     pub seen: u32,
     /// Connected now.
     pub live: u32,
+    /// Connected now, and holding the whole torrent.
+    pub seeders: u32,
 }
 
 /// A torrent the engine holds, downloading or seeding.
@@ -339,6 +341,7 @@ impl Transfer {
             .map(|live| PeerCounts {
                 seen: live.snapshot.peer_stats.seen,
                 live: live.snapshot.peer_stats.live,
+                seeders: live.snapshot.peer_stats.live_seeders,
             })
             .unwrap_or_default()
     }

@@ -408,7 +408,14 @@ async fn from_peers(
                 )
                 .await;
             }
-            Err(_) if *held == 0 && started.elapsed() >= lonely && transfer.peers().live == 0 => {
+            // Nobody to get it from: no peer connected, or only peers that
+            // have sent nothing and none of which holds the whole blob.
+            Err(_)
+                if *held == 0
+                    && started.elapsed() >= lonely
+                    && (transfer.peers().live == 0
+                        || (transfer.peers().seeders == 0 && transfer.progress() == (0, 0))) =>
+            {
                 let seen = transfer.peers().seen;
                 return stopped(
                     "no_peers",
