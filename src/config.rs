@@ -872,7 +872,8 @@ peer_listen = "0.0.0.0:6881"
 announce_port = 0
 # A pull goes to the origin (the bridge's web seed, else the registry) for
 # what is missing when peers sent no byte (verified in any order, or in
-# flight) for this long, or when no peer connected in a quarter of it.
+# flight) for this long; after a quarter of it already when no connected
+# peer has sent anything or holds the whole blob.
 peer_deadline = "5s"
 # Blobs smaller than this come from the registry directly (configs, tiny
 # layers): a torrent costs more than it saves there.
