@@ -147,3 +147,14 @@ pub async fn serve_until_stopped(
         tracing::error!(%error, "{what} listener failed");
     }
 }
+
+/// Binds a TCP listener; returns it with the address it got (port 0 picks
+/// one). The bridge's and the agent's listeners, each wrapping the error in
+/// its own type.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}

@@ -396,6 +396,16 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
+    /// Sets label-less gauges to values read at scrape time (cache sizes,
+    /// work in flight), then renders every series: the `/metrics` body of
+    /// the bridge and the agent.
+    pub fn scrape(&self, gauges: &[(&'static str, f64)]) -> String {
+        for (name, value) in gauges {
+            self.gauge(name, &[]).set(*value);
+        }
+        self.render()
+    }
+
     /// Everything in the Prometheus text format.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();

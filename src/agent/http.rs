@@ -541,26 +541,16 @@ async fn ready(State(state): State<Shared>) -> Response {
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {
-    let registry = &state.metrics.registry;
     let size = state.cache.size();
-    registry
-        .gauge("swarmgate_agent_cache_blobs", &[])
-        .set(size.blobs as f64);
-    registry
-        .gauge("swarmgate_agent_cache_bytes", &[])
-        .set(size.bytes as f64);
-    registry
-        .gauge("swarmgate_agent_pulls_in_flight", &[])
-        .set(state.pulls.len() as f64);
-    registry
-        .gauge("swarmgate_agent_torrents", &[])
-        .set(state.engine.torrents() as f64);
-    registry
-        .gauge("swarmgate_agent_uploaded_bytes", &[])
-        .set(state.engine.uploaded_bytes() as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        registry.render(),
-    )
-        .into_response()
+    let body = state.metrics.registry.scrape(&[
+        ("swarmgate_agent_cache_blobs", size.blobs as f64),
+        ("swarmgate_agent_cache_bytes", size.bytes as f64),
+        ("swarmgate_agent_pulls_in_flight", state.pulls.len() as f64),
+        ("swarmgate_agent_torrents", state.engine.torrents() as f64),
+        (
+            "swarmgate_agent_uploaded_bytes",
+            state.engine.uploaded_bytes() as f64,
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -256,10 +256,9 @@ async fn bind(
     what: &'static str,
     addr: SocketAddr,
 ) -> Result<(TcpListener, SocketAddr), AgentError> {
-    let error = |source| AgentError::Bind { what, addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(error)?;
-    let bound = listener.local_addr().map_err(error)?;
-    Ok((listener, bound))
+    crate::admin::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { what, addr, source })
 }
 
 fn read_logins(path: &str) -> Result<HashMap<String, auths::Login>, AgentError> {

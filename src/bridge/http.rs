@@ -311,25 +311,20 @@ async fn ready(State(state): State<Shared>) -> Response {
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {
-    let registry = &state.metrics.registry;
     let size = state.builder.cache().size();
-    registry
-        .gauge("swarmgate_bridge_cache_entries", &[])
-        .set(size.entries as f64);
-    registry
-        .gauge("swarmgate_bridge_cache_bytes", &[])
-        .set(size.bytes as f64);
-    registry
-        .gauge("swarmgate_bridge_builds_in_flight", &[])
-        .set(state.builder.flights() as f64);
-    registry
-        .gauge("swarmgate_bridge_published_keys", &[])
-        .set(state.keys.jwks(unix_now()).keys.len() as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        registry.render(),
-    )
-        .into_response()
+    let body = state.metrics.registry.scrape(&[
+        ("swarmgate_bridge_cache_entries", size.entries as f64),
+        ("swarmgate_bridge_cache_bytes", size.bytes as f64),
+        (
+            "swarmgate_bridge_builds_in_flight",
+            state.builder.flights() as f64,
+        ),
+        (
+            "swarmgate_bridge_published_keys",
+            state.keys.jwks(unix_now()).keys.len() as f64,
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// `POST /admin/rotate`: starts a key rotation (as SIGHUP does).

@@ -189,10 +189,9 @@ async fn bind(
     what: &'static str,
     addr: SocketAddr,
 ) -> Result<(TcpListener, SocketAddr), BridgeError> {
-    let error = |source| BridgeError::Bind { what, addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(error)?;
-    let bound = listener.local_addr().map_err(error)?;
-    Ok((listener, bound))
+    crate::admin::bind(addr)
+        .await
+        .map_err(|source| BridgeError::Bind { what, addr, source })
 }
 
 /// Binds both listeners, opens the keys and the cache, and serves.
