@@ -202,6 +202,8 @@ pub struct AgentConfig {
     pub peer_deadline: Duration,
     /// Blobs smaller than this are fetched from the registry directly (configs, tiny layers).
     pub p2p_min_bytes: u64,
+    /// Peers asked of the tracker per announce (librqbit asks for none).
+    pub numwant: u32,
 }
 
 /// One registry an agent mirrors.
@@ -235,6 +237,7 @@ impl Default for AgentConfig {
             announce_port: 0,
             peer_deadline: Duration::from_secs(5),
             p2p_min_bytes: 1 << 20,
+            numwant: 8,
         }
     }
 }
@@ -703,9 +706,11 @@ spill_percent = 15
 # remote region pulls a layer across its slow link about once and spreads it
 # inside. When a bridgehead finishes or leaves, another leecher takes its
 # place at its next announce, and a leecher whose reported download stood
-# still since its last announce is handed far peers anyway, so a region whose
-# bridgeheads are stuck heals within an announce interval. Only for peers a
-# site places in a region. 0 disables (every leecher may link regions).
+# still over announce.min_interval or longer is handed far peers anyway, so a
+# region whose bridgeheads are stuck heals within an announce interval (a
+# client re-announcing faster is not judged on the gap between two pieces).
+# Only for peers a site places in a region. 0 disables (every leecher may
+# link regions).
 bridgeheads = 1
 # The operator's topology, one [[locality.sites]] table per site; the longest
 # matching prefix wins. Example:
@@ -872,12 +877,19 @@ peer_listen = "0.0.0.0:6881"
 announce_port = 0
 # A pull goes to the origin (the bridge's web seed, else the registry) for
 # what is missing when peers sent no byte (verified in any order, or in
-# flight) for this long; after a quarter of it already when no connected
-# peer has sent anything or holds the whole blob.
+# flight) for this long; after a quarter of it already when the tracker
+# named no peer. The first node of a swarm (the tracker lists no seeder and
+# no other leecher) goes at once and stays listed; the nodes after it wait
+# for it.
 peer_deadline = "5s"
 # Blobs smaller than this come from the registry directly (configs, tiny
 # layers): a torrent costs more than it saves there.
 p2p_min_bytes = 1048576
+# Peers asked of the tracker per announce, 1 to 200. librqbit asks for none,
+# and would get the tracker's announce.default_numwant (50): every peer far
+# away too, each with a piece in flight over the slow link. A few peers,
+# nearest first, keep a region's pull inside it.
+numwant = 8
 "#;
 
 /// Keys read only at start: SIGHUP logs a change to them and keeps the
@@ -1316,6 +1328,9 @@ impl Config {
         }
         if agent.peer_deadline.is_zero() {
             return Err(("agent.peer_deadline", "must be more than zero".into()));
+        }
+        if !(1..=200).contains(&agent.numwant) {
+            return Err(("agent.numwant", "must be 1 to 200".into()));
         }
         if agent.cache_dir.is_empty() {
             return Err(("agent.cache_dir", "must be set".into()));

@@ -126,6 +126,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             } else {
                 0
             },
+            stall_window: config.announce.min_interval,
             ..EngineConfig::default()
         },
         locality_settings(&config.locality, &config.offload)?,

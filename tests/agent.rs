@@ -190,9 +190,15 @@ impl Fleet {
         let path = self.dir.join(format!("{name}.toml"));
         let text = format!(
             "[agent]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\npeer_listen = \"127.0.0.1:0\"\n\
-             cache_dir = \"{}\"\npeer_deadline = \"12s\"\nupstream_timeout = \"10s\"\n\
+             cache_dir = \"{}\"\n{}upstream_timeout = \"10s\"\n\
              registries = [{{ name = \"{}\", url = \"{}\", bridge = \"{}\" }}]\n{extra}",
             self.dir.join(format!("{name}-cache")).display(),
+            // `extra` may set its own.
+            if extra.contains("peer_deadline") {
+                ""
+            } else {
+                "peer_deadline = \"12s\"\n"
+            },
             self.registry.addr,
             self.registry.url(),
             bridge.unwrap_or_default(),
@@ -240,6 +246,11 @@ impl Fleet {
             .bytes()
             .await
             .expect("body");
+        // Unlisted again: an agent that looks at the swarm next must not
+        // count this asker as a leecher to wait for.
+        reqwest::get(format!("{url}&event=stopped"))
+            .await
+            .expect("stopped");
         common::int(&common::dict(&body), "complete")
     }
 
@@ -336,6 +347,17 @@ fn skopeo_through(
     creds: Option<&str>,
     args: &[&str],
 ) -> (bool, String) {
+    skopeo_from(agent.addr, repo_tag, out, creds, args)
+}
+
+/// [`skopeo_through`] the agent serving at `mirror`.
+fn skopeo_from(
+    mirror: SocketAddr,
+    repo_tag: &str,
+    out: &Path,
+    creds: Option<&str>,
+    args: &[&str],
+) -> (bool, String) {
     let mut command = Command::new("skopeo");
     command.args(["copy", "--src-tls-verify=false"]);
     match creds {
@@ -344,7 +366,7 @@ fn skopeo_through(
     };
     let output = command
         .args(args)
-        .arg(format!("docker://{}/{repo_tag}", agent.addr))
+        .arg(format!("docker://{mirror}/{repo_tag}"))
         .arg(format!("oci:{}:{}", out.display(), "pulled"))
         .output()
         .expect("skopeo runs");
@@ -466,6 +488,86 @@ async fn skopeo_copies_oci_images_indexes_and_docker_manifests_and_the_second_ag
     );
     first.stop();
     second.stop();
+    fleet.finish().await;
+}
+
+/// A rollout's nodes pulling one image at the same moment: the first node to
+/// reach the tracker fetches each layer from the origin, the others wait for
+/// it and take every layer byte from peers, so the origin sends each layer
+/// once. (Before, every node that found only empty peers went to the origin.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_pulling_at_once_take_each_layer_from_the_origin_once() {
+    let Some(fleet) = Fleet::start("agent-at-once").await else {
+        return;
+    };
+    let layers = push_image(&fleet, "team/once", &[3 << 20, 2 << 20, 2 << 20], 21).await;
+    let digests: Vec<String> = layers.iter().map(|(d, _)| d.clone()).collect();
+    let layer_bytes: u64 = layers.iter().map(|(_, size)| size).sum();
+    // A deadline no machine reaches: only the rule under test decides.
+    let agents: Vec<AgentProcess> = (0..3)
+        .map(|n| fleet.agent(&format!("node{n}"), "peer_deadline = \"120s\"\n"))
+        .collect();
+    let creds = format!("{USER}:{PASSWORD}");
+    std::thread::scope(|scope| {
+        let pulls: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(n, agent)| {
+                let (mirror, out) = (agent.addr, fleet.dir.join(format!("out-once-{n}")));
+                let creds = creds.clone();
+                scope.spawn(move || skopeo_from(mirror, "team/once:v1", &out, Some(&creds), &[]))
+            })
+            .collect();
+        for (n, pull) in pulls.into_iter().enumerate() {
+            let (ok, said) = pull.join().expect("the pull thread");
+            assert!(ok, "skopeo through node {n}: {said}");
+        }
+    });
+    // The bridge read each layer once to hash it into a torrent, and the
+    // origin fetch is the other copy.
+    assert_eq!(
+        fleet.sent_for(&digests),
+        2 * layer_bytes,
+        "the registry sent each layer to the bridge's hashing and to one node"
+    );
+    let (mut firsts, mut from_peers, mut from_origin, mut other_fallbacks) = (0.0, 0.0, 0.0, 0.0);
+    for agent in &agents {
+        let metrics = agent.metrics().await;
+        firsts += series(
+            &metrics,
+            r#"swarmgate_agent_fallbacks_total{reason="first"}"#,
+        );
+        from_peers += series(
+            &metrics,
+            r#"swarmgate_agent_blob_bytes_total{source="peers"}"#,
+        );
+        // The registry's own bytes are the image config's, proxied.
+        from_origin += series(
+            &metrics,
+            r#"swarmgate_agent_blob_bytes_total{source="bridge"}"#,
+        );
+        other_fallbacks += metrics
+            .iter()
+            .filter(|(name, _)| {
+                name.starts_with("swarmgate_agent_fallbacks_total") && !name.contains("\"first\"")
+            })
+            .map(|(_, value)| value)
+            .sum::<f64>();
+    }
+    assert_eq!(firsts, layers.len() as f64, "one first node per layer");
+    assert_eq!(other_fallbacks, 0.0, "nobody else went to the origin");
+    assert_eq!(
+        from_origin, layer_bytes as f64,
+        "one node's layers from the origin (the bridge's web seed)"
+    );
+    assert_eq!(
+        from_peers,
+        2.0 * layer_bytes as f64,
+        "two nodes' layers from peers"
+    );
+    for agent in agents {
+        agent.stop();
+    }
     fleet.finish().await;
 }
 

@@ -35,6 +35,47 @@ pub enum EngineError {
     /// A torrent was refused or failed.
     #[error("BitTorrent engine: {0}")]
     Torrent(String),
+    /// The tracker did not answer an announce, or refused it.
+    #[error("the tracker's announce failed: {0}")]
+    Tracker(String),
+}
+
+/// `torrent` with `numwant=<n>` in its announce URLs, which librqbit keeps
+/// and adds its own parameters to; `None` if it is not a torrent. Only the
+/// outer dictionary changes: the info dictionary is written back in its
+/// canonical form, as the infohash is computed on.
+fn with_numwant(torrent: &[u8], numwant: u32) -> Option<Bytes> {
+    use serde_bencode::value::Value;
+    let Value::Dict(mut top) = serde_bencode::from_bytes::<Value>(torrent).ok()? else {
+        return None;
+    };
+    let add = |value: &mut Value| {
+        if let Value::Bytes(url) = value {
+            let separator = if url.contains(&b'?') { '&' } else { '?' };
+            url.extend_from_slice(format!("{separator}numwant={numwant}").as_bytes());
+        }
+    };
+    if let Some(announce) = top.get_mut(&b"announce"[..]) {
+        add(announce);
+    }
+    if let Some(Value::List(tiers)) = top.get_mut(&b"announce-list"[..]) {
+        for tier in tiers {
+            if let Value::List(urls) = tier {
+                urls.iter_mut().for_each(add);
+            }
+        }
+    }
+    serde_bencode::to_bytes(&Value::Dict(top))
+        .ok()
+        .map(Bytes::from)
+}
+
+/// A torrent's first announce URL, if HTTP (librqbit and the agent announce
+/// to no other), and its length.
+fn http_announce(torrent: &[u8]) -> Option<(String, u64)> {
+    let meta = serde_bencode::from_bytes::<crate::torrent::MetaInfo>(torrent).ok()?;
+    let url = meta.announce;
+    (url.starts_with("http://") || url.starts_with("https://")).then_some((url, meta.info.length))
 }
 
 /// One librqbit session for the whole agent.
@@ -45,8 +86,14 @@ pub struct Engine {
     /// `stopped` itself (librqbit never does).
     peer_id: [u8; 20],
     announce_port: u16,
-    /// Each torrent's first announce URL (with its token), by infohash.
-    announce_urls: parking_lot::Mutex<std::collections::HashMap<[u8; 20], String>>,
+    /// Peers asked of the tracker, written into each torrent's announce
+    /// URLs (librqbit sends no `numwant`).
+    numwant: u32,
+    /// Each torrent's first announce URL (with its token) and length, by
+    /// infohash: kept from the first announce until `stopped` is sent, also
+    /// while the torrent is out of librqbit (a node fetching from the
+    /// origin stays listed, so others wait for it instead of going there).
+    announce_urls: parking_lot::Mutex<std::collections::HashMap<[u8; 20], (String, u64)>>,
     http: reqwest::Client,
 }
 
@@ -59,6 +106,26 @@ pub struct PeerCounts {
     pub live: u32,
     /// Connected now, and holding the whole torrent.
     pub seeders: u32,
+}
+
+/// A swarm's counts as the tracker gave them, this node included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwarmCounts {
+    /// Peers holding the whole blob.
+    pub seeders: u64,
+    /// Peers still downloading it.
+    pub leechers: u64,
+}
+
+/// The part of a tracker's announce reply the agent reads.
+#[derive(serde::Deserialize)]
+struct AnnounceReply {
+    #[serde(default)]
+    complete: u64,
+    #[serde(default)]
+    incomplete: u64,
+    #[serde(rename = "failure reason")]
+    failure: Option<String>,
 }
 
 /// A torrent the engine holds, downloading or seeding.
@@ -76,6 +143,7 @@ impl Engine {
         folder: &Path,
         listen: SocketAddr,
         announce_port: Option<u16>,
+        numwant: u32,
         timeout: std::time::Duration,
     ) -> Result<Self, EngineError> {
         let peer_opts = PeerConnectionOptions {
@@ -147,6 +215,7 @@ impl Engine {
             folder: folder.to_owned(),
             peer_id,
             announce_port,
+            numwant,
             announce_urls: parking_lot::Mutex::new(std::collections::HashMap::new()),
             http,
         })
@@ -191,16 +260,14 @@ impl Engine {
         torrent: Bytes,
         announce_every: Option<std::time::Duration>,
     ) -> Result<Transfer, EngineError> {
-        let announce = serde_bencode::from_bytes::<crate::torrent::MetaInfo>(&torrent)
-            .ok()
-            .map(|meta| meta.announce)
-            .filter(|url| url.starts_with("http://") || url.starts_with("https://"));
+        let announce = http_announce(&torrent);
         let options = AddTorrentOptions {
             overwrite: true,
             force_tracker_interval: announce_every,
             output_folder: Some(self.folder.to_string_lossy().into_owned()),
             ..Default::default()
         };
+        let torrent = with_numwant(&torrent, self.numwant).unwrap_or(torrent);
         let added = self
             .session
             .add_torrent(AddTorrent::from_bytes(torrent), Some(options))
@@ -209,53 +276,124 @@ impl Engine {
         let handle = added
             .into_handle()
             .ok_or_else(|| EngineError::Torrent("the torrent was only listed".into()))?;
-        if let Some(url) = announce {
-            self.announce_urls.lock().insert(handle.info_hash().0, url);
+        if let Some(announce) = announce {
+            self.announce_urls
+                .lock()
+                .insert(handle.info_hash().0, announce);
         }
         Ok(Transfer { handle })
+    }
+
+    /// Announces `torrent` (`event=started`, nothing held, no peers asked
+    /// for) before librqbit does, and returns the swarm's counts, this node
+    /// included: a node that finds no seeder and no other leecher is the
+    /// first, and goes to the origin at once instead of waiting for peers.
+    /// The tracker lists it from now on, so the nodes after it wait for it.
+    pub async fn enlist(&self, torrent: &Bytes) -> Result<SwarmCounts, EngineError> {
+        let info_hash = crate::torrent::info_hash_of(torrent)
+            .map_err(|e| EngineError::Torrent(e.to_string()))?;
+        let (url, length) = http_announce(torrent)
+            .ok_or_else(|| EngineError::Torrent("the torrent names no HTTP tracker".into()))?;
+        let query = self.announce_query(&info_hash.0, 0, 0, length, "started");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let reply = self
+            .http
+            .get(format!("{url}{separator}{query}&numwant=0"))
+            .send()
+            .await
+            .and_then(|response| response.error_for_status())
+            .map_err(|e| EngineError::Tracker(e.to_string()))?
+            .bytes()
+            .await
+            .map_err(|e| EngineError::Tracker(e.to_string()))?;
+        let reply: AnnounceReply = serde_bencode::from_bytes(&reply)
+            .map_err(|e| EngineError::Tracker(format!("not an announce reply: {e}")))?;
+        if let Some(failure) = reply.failure {
+            return Err(EngineError::Tracker(failure));
+        }
+        self.announce_urls.lock().insert(info_hash.0, (url, length));
+        Ok(SwarmCounts {
+            seeders: reply.complete,
+            leechers: reply.incomplete,
+        })
+    }
+
+    /// The query of an announce from this node (after the URL's own).
+    fn announce_query(
+        &self,
+        info_hash: &[u8; 20],
+        uploaded: u64,
+        downloaded: u64,
+        left: u64,
+        event: &str,
+    ) -> String {
+        let escape = |bytes: &[u8]| {
+            percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        format!(
+            "info_hash={}&peer_id={}&port={}&uploaded={uploaded}&downloaded={downloaded}&left={left}&event={event}&compact=1",
+            escape(info_hash),
+            escape(&self.peer_id),
+            self.announce_port,
+        )
     }
 
     /// Stops downloading or seeding `info_hash` and keeps its file; tells
     /// the tracker (`event=stopped`, in the background, so a pull turning
     /// to the origin does not wait for it), so other agents stop trying
-    /// this one.
+    /// this one. Also for a torrent only [enlisted](Self::enlist).
     pub async fn forget(&self, info_hash: InfoHash) {
         if let Some(announce) = self.let_go(info_hash, true).await {
             tokio::spawn(announce);
         }
     }
 
-    /// Stops the torrent; returns its `stopped` announce, to be sent, when
-    /// `tell` (and the torrent has an HTTP tracker).
+    /// Takes `info_hash` out of librqbit without telling the tracker: the
+    /// node goes on to the origin for the rest and seeds the blob once
+    /// whole, so it stays listed and the nodes after it wait for it. A pull
+    /// that fails afterwards [forgets](Self::forget) it.
+    pub async fn step_aside(&self, info_hash: InfoHash) {
+        let id = librqbit::dht::Id20::new(info_hash.0);
+        if self.session.get(id.into()).is_some()
+            && let Err(error) = self.session.delete(id.into(), false).await
+        {
+            tracing::warn!(info_hash = %hex::encode(info_hash.0), "engine: cannot stop a torrent: {error:#}");
+        }
+    }
+
+    /// Stops the torrent, if librqbit holds it; returns its `stopped`
+    /// announce, to be sent, when `tell` (and the torrent has an HTTP
+    /// tracker).
     async fn let_go(
         &self,
         info_hash: InfoHash,
         tell: bool,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let id = librqbit::dht::Id20::new(info_hash.0);
-        let handle = self.session.get(id.into())?;
-        let stats = handle.stats();
-        if let Err(error) = self.session.delete(id.into(), false).await {
-            tracing::warn!(info_hash = %hex::encode(info_hash.0), "engine: cannot stop a torrent: {error:#}");
-        }
-        let url = self.announce_urls.lock().remove(&info_hash.0)?;
+        let stats = match self.session.get(id.into()) {
+            Some(handle) => {
+                let stats = handle.stats();
+                if let Err(error) = self.session.delete(id.into(), false).await {
+                    tracing::warn!(info_hash = %hex::encode(info_hash.0), "engine: cannot stop a torrent: {error:#}");
+                }
+                Some(stats)
+            }
+            None => None,
+        };
+        let (url, length) = self.announce_urls.lock().remove(&info_hash.0)?;
         if !tell {
             return None;
         }
-        let left = stats.total_bytes.saturating_sub(stats.progress_bytes);
-        let escape = |bytes: &[u8]| {
-            percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
+        // Out of librqbit (stepped aside, or only enlisted): what it held
+        // is unknown, so it reports nothing held (never `left=0`, which
+        // would read as a finished download).
+        let (uploaded, held) = stats
+            .map(|stats| (stats.uploaded_bytes, stats.progress_bytes))
+            .unwrap_or((0, 0));
+        let left = length.saturating_sub(held);
+        let query = self.announce_query(&info_hash.0, uploaded, held, left, "stopped");
         let separator = if url.contains('?') { '&' } else { '?' };
-        let stopped = format!(
-            "{url}{separator}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={left}&event=stopped&compact=1",
-            escape(&info_hash.0),
-            escape(&self.peer_id),
-            self.announce_port,
-            stats.uploaded_bytes,
-            stats.progress_bytes,
-        );
-        let request = self.http.get(stopped).send();
+        let request = self.http.get(format!("{url}{separator}{query}")).send();
         Some(async move {
             if let Err(error) = request.await {
                 tracing::debug!(info_hash = %hex::encode(info_hash.0), "engine: the stopped announce failed: {error}");
@@ -333,6 +471,28 @@ impl Transfer {
             .unwrap_or(0)
     }
 
+    /// Bytes each connected peer sent so far (`address=bytes`, largest first), for
+    /// the log line that says where a blob came from.
+    pub fn fetched_by_peer(&self) -> String {
+        let Some(live) = self.handle.live() else {
+            return String::new();
+        };
+        // Connected peers only: librqbit exports no other filter.
+        let mut peers: Vec<(String, u64)> = live
+            .per_peer_stats_snapshot(Default::default())
+            .peers
+            .into_iter()
+            .map(|(addr, stats)| (addr, stats.counters.fetched_bytes))
+            .filter(|(_, bytes)| *bytes > 0)
+            .collect();
+        peers.sort_by(|a, b| b.1.cmp(&a.1));
+        peers
+            .iter()
+            .map(|(addr, bytes)| format!("{addr}={bytes}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Peers known and connected now.
     pub fn peers(&self) -> PeerCounts {
         self.handle
@@ -344,5 +504,38 @@ impl Transfer {
                 seeders: live.snapshot.peer_stats.live_seeders,
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::torrent::{Info, MetaInfo};
+
+    /// The rewrite adds `numwant` to every announce URL and leaves the
+    /// infohash (what the token approves) as it was.
+    #[test]
+    fn numwant_is_added_and_the_infohash_kept() {
+        let info = Info::from_reader("sha256-ab", 16 << 10, &[7u8; 40_000][..]).expect("info");
+        let trackers = [
+            "http://a/announce".to_owned(),
+            "http://b/announce?x=1".to_owned(),
+        ];
+        let torrent = MetaInfo::new(info, &trackers, Some("tok"), vec![], 1).to_bytes();
+        let rewritten = with_numwant(&torrent, 8).expect("a torrent");
+        assert_eq!(
+            crate::torrent::info_hash_of(&rewritten).expect("infohash"),
+            crate::torrent::info_hash_of(&torrent).expect("infohash")
+        );
+        let meta: MetaInfo = serde_bencode::from_bytes(&rewritten).expect("decodes");
+        assert_eq!(meta.announce, "http://a/announce?jwt=tok&numwant=8");
+        assert_eq!(
+            meta.announce_list,
+            vec![
+                vec!["http://a/announce?jwt=tok&numwant=8".to_owned()],
+                vec!["http://b/announce?x=1&jwt=tok&numwant=8".to_owned()]
+            ]
+        );
+        assert!(with_numwant(b"not bencode", 8).is_none());
     }
 }

@@ -311,6 +311,7 @@ pub async fn start(config: &Config) -> Result<Agent, AgentError> {
         blob_cache.dir(),
         settings.peer_listen,
         announce_port,
+        settings.numwant,
         settings.upstream_timeout,
     )
     .await?;

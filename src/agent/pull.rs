@@ -218,8 +218,18 @@ async fn run(
             ),
         }),
         Ok((bytes, meta)) => {
+            let piece_length = meta.info.piece_length;
             torrent = Some((bytes.clone(), meta));
-            from_peers(state, bytes, size, &mut hash, &mut held, progress).await
+            from_peers(
+                state,
+                bytes,
+                size,
+                piece_length,
+                &mut hash,
+                &mut held,
+                progress,
+            )
+            .await
         }
     };
     if let Some(fallback) = fallback {
@@ -229,10 +239,17 @@ async fn run(
         let web_seed = torrent
             .as_ref()
             .and_then(|(_, meta)| meta.url_list.first().cloned());
-        from_origin(
+        let fetched = from_origin(
             state, registry, blob, caller, web_seed, size, &mut hash, &mut held, progress,
         )
-        .await?;
+        .await;
+        if let Err(failure) = fetched {
+            // Listed no longer: nobody should wait for this node.
+            if let Some((_, meta)) = &torrent {
+                state.engine.forget(meta.info.info_hash()).await;
+            }
+            return Err(failure);
+        }
     }
     let actual = hash.finish();
     let committed = if actual.as_ref() != blob.digest.0 {
@@ -339,10 +356,24 @@ async fn from_peers(
     state: &AgentState,
     torrent: Bytes,
     size: u64,
+    piece_length: u64,
     hash: &mut aws_lc_rs::digest::Context,
     held: &mut u64,
     progress: &watch::Sender<Progress>,
 ) -> Option<Fallback> {
+    // The first node of a rollout goes to the origin at once, and seeds; the
+    // nodes after it find it listed and wait for it. A tracker that does
+    // not answer leaves the choice to librqbit's peers (below).
+    match state.engine.enlist(&torrent).await {
+        Ok(swarm) if swarm.seeders == 0 && swarm.leechers <= 1 => {
+            return Some(Fallback {
+                label: "first",
+                reason: "the tracker lists no seeder and no other leecher: this node fetches the blob and seeds it".into(),
+            });
+        }
+        Ok(_) => {}
+        Err(error) => tracing::debug!("agent: {error}"),
+    }
     let announce_every = (state.settings.peer_deadline / 4).max(Duration::from_secs(1));
     let transfer = match state.engine.download(torrent, announce_every).await {
         Ok(transfer) => transfer,
@@ -355,12 +386,14 @@ async fn from_peers(
     };
     let stopped = |label, reason: String| {
         let info_hash = transfer.info_hash();
+        tracing::debug!(info_hash = %hex::encode(info_hash.0), peers = %transfer.fetched_by_peer(), "agent: bytes from each peer");
         state
             .metrics
             .discarded
             .increment(transfer.unverified_bytes());
         async move {
-            state.engine.forget(info_hash).await;
+            // Still listed: it seeds the blob once the origin gave the rest.
+            state.engine.step_aside(info_hash).await;
             Some(Fallback { label, reason })
         }
     };
@@ -394,7 +427,17 @@ async fn from_peers(
                 last_progress = tokio::time::Instant::now();
             }
             Ok(Err(error)) => return stopped("engine", error.to_string()).await,
-            Err(_) if transfer.progress() != progress_seen => {
+            Err(_)
+                if transfer.progress() != progress_seen && {
+                    // Fetched bytes beyond what one piece per connected peer
+                    // can hold in flight were thrown away (pieces that failed
+                    // their hash): a peer that sends bad pieces again and again
+                    // is no progress.
+                    let in_flight = u64::from(transfer.peers().live + 1) * piece_length;
+                    transfer.progress().0 != progress_seen.0
+                        || transfer.unverified_bytes() <= in_flight
+                } =>
+            {
                 progress_seen = transfer.progress();
                 last_progress = tokio::time::Instant::now();
             }
@@ -408,19 +451,18 @@ async fn from_peers(
                 )
                 .await;
             }
-            // Nobody to get it from: no peer connected, or only peers that
-            // have sent nothing and none of which holds the whole blob.
-            Err(_)
-                if *held == 0
-                    && started.elapsed() >= lonely
-                    && (transfer.peers().live == 0
-                        || (transfer.peers().seeders == 0 && transfer.progress() == (0, 0))) =>
-            {
-                let seen = transfer.peers().seen;
+            // Nobody to get it from: the tracker named no peer at all (the
+            // first node of a rollout, or a tracker that is down). A named
+            // peer with nothing yet is waited for, up to the deadline: it may
+            // be the node that went to the origin first, which seeds the
+            // blob once whole, and waiting seconds for it saves a copy from
+            // the origin (every node of a rollout's first seconds went to the
+            // origin while this rule also fired on empty peers).
+            Err(_) if *held == 0 && started.elapsed() >= lonely && transfer.peers().seen == 0 => {
                 return stopped(
                     "no_peers",
                     format!(
-                        "no peer connected in {lonely:?} (a quarter of agent.peer_deadline; {seen} named by the tracker)"
+                        "the tracker named no peer in {lonely:?} (a quarter of agent.peer_deadline)"
                     ),
                 )
                 .await;
@@ -432,6 +474,7 @@ async fn from_peers(
         .metrics
         .discarded
         .increment(transfer.unverified_bytes());
+    tracing::debug!(info_hash = %hex::encode(transfer.info_hash().0), peers = %transfer.fetched_by_peer(), "agent: bytes from each peer");
     None
 }
 

@@ -77,8 +77,13 @@ pub(super) struct CompactSet {
 /// What an upsert did, or that the set is full and the peer did not fit.
 pub(super) enum Upsert {
     /// Listed at `position`; `first` when this announce is the peer's first
-    /// completed download.
-    Done { first: bool, position: usize },
+    /// completed download; `prior_expires_at` is the expiry its previous
+    /// announce set (0 for a newcomer).
+    Done {
+        first: bool,
+        position: usize,
+        prior_expires_at: u32,
+    },
     /// A new peer and the set already holds [`COMPACT_MAX`]: move to full sets first.
     Full,
 }
@@ -159,6 +164,7 @@ impl CompactSet {
             expiry: 0,
             reported: Reported::UNKNOWN,
         };
+        let prior_expires_at = listed_at.map_or(0, |position| self.entries[position].expires_at());
         if let Some(position) = listed_at {
             let listed = self.entries[position];
             entry.reported = listed.reported;
@@ -168,6 +174,7 @@ impl CompactSet {
                 return Upsert::Done {
                     first: completing && !listed.completed(),
                     position,
+                    prior_expires_at,
                 };
             }
         }
@@ -189,6 +196,7 @@ impl CompactSet {
         Upsert::Done {
             first: finished && !counted_before,
             position: at,
+            prior_expires_at,
         }
     }
 
@@ -264,7 +272,7 @@ impl CompactSet {
     pub(super) fn to_full(&self, topology: &Topology) -> PeerSet<SocketAddrV4> {
         let mut set = PeerSet::default();
         for entry in self.entries.iter() {
-            let (_, slot) = set.upsert(
+            let (_, slot, _) = set.upsert(
                 entry.id,
                 entry.addr(),
                 topology.v4_locality(entry.ip, entry.zone),

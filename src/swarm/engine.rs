@@ -39,6 +39,12 @@ pub struct EngineConfig {
     /// How many changes the feed holds between two drains, over all shards
     /// (zero: no feed). Past it changes are dropped and counted.
     pub change_feed: usize,
+    /// A leecher's download counts as stalled (the bridgehead guard then
+    /// lets it reach other regions) only when it stood still over at least
+    /// this long: a client that re-announces every second (the agent does
+    /// while it looks for peers) must not read as stuck between two pieces.
+    /// The server sets `announce.min_interval`.
+    pub stall_window: Duration,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +55,7 @@ impl Default for EngineConfig {
             limits: StorageLimits::UNLIMITED,
             expiry_step: Duration::ZERO,
             change_feed: 0,
+            stall_window: Duration::ZERO,
         }
     }
 }
@@ -90,6 +97,8 @@ pub struct Engine {
     shards: Box<[Mutex<Shard>]>,
     epoch: Instant,
     peer_lifetime_secs: u32,
+    /// See [`EngineConfig::stall_window`].
+    stall_window_secs: u32,
     locality: ArcSwap<LocalitySettings>,
     limits: LiveLimits,
     /// Peers listed in all swarms, kept by the same changes as the shards'
@@ -276,6 +285,7 @@ impl Engine {
             shards,
             epoch: Instant::now(),
             peer_lifetime_secs: u32::try_from(config.peer_lifetime.as_secs()).unwrap_or(u32::MAX),
+            stall_window_secs: u32::try_from(config.stall_window.as_secs()).unwrap_or(u32::MAX),
             locality: ArcSwap::from_pointee(locality),
             limits: LiveLimits::new(config.limits),
             peers: AtomicUsize::new(0),
@@ -423,6 +433,7 @@ impl Engine {
         let admission = Admission {
             limits,
             peers_now: self.peers.load(Ordering::Relaxed),
+            stall_window_secs: self.stall_window_secs,
         };
         let reported = Reported::new(request.uploaded, request.downloaded);
         let (hit, last_report) = swarm.announce(
@@ -646,6 +657,7 @@ impl Engine {
                 // this restore has listed so far.
                 peers_now: self.peers.load(Ordering::Relaxed)
                     + swarm.stats().peers().saturating_sub(before.peers()),
+                stall_window_secs: self.stall_window_secs,
             };
             // What a peer reported elsewhere was counted there: its next
             // announce here is a baseline.
@@ -1081,14 +1093,24 @@ impl Swarm {
         }
         if let Peers::Compact(set) = &mut self.peers {
             if let SocketAddr::V4(addr) = request.addr
-                && let Upsert::Done { first, position } =
-                    set.upsert(*id, addr, locality.zone, seeder, expires_at, completing)
+                && let Upsert::Done {
+                    first,
+                    position,
+                    prior_expires_at,
+                } = set.upsert(*id, addr, locality.zone, seeder, expires_at, completing)
             {
                 if first {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
                 let prior = set.exchange_reported(position, reported);
-                who.stalled = !seeder && reported.stalled_since(prior);
+                who.stalled = stalled(
+                    seeder,
+                    reported,
+                    prior,
+                    expires_at,
+                    prior_expires_at,
+                    admission,
+                );
                 let candidates = set.candidates(&settings.topology);
                 let own = Some(candidates.slot(position));
                 hand_out(&candidates, &who, own, numwant, policy, rng, out);
@@ -1108,21 +1130,35 @@ impl Swarm {
         // counts once, and its reports are the same running totals.
         let (first, prior, twin) = match request.addr {
             SocketAddr::V4(addr) => {
-                let (first, own) = sets
+                let (first, own, prior_expires_at) = sets
                     .v4
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v4.exchange_reported(own, reported);
-                who.stalled = !seeder && reported.stalled_since(prior);
+                who.stalled = stalled(
+                    seeder,
+                    reported,
+                    prior,
+                    expires_at,
+                    prior_expires_at,
+                    admission,
+                );
                 let twin = sets.v6.update_twin(id, reported);
                 hand_out_dual(&sets.v4, own, &sets.v6, &who, numwant, policy, rng, out);
                 (first, prior, twin)
             }
             SocketAddr::V6(addr) => {
-                let (first, own) = sets
+                let (first, own, prior_expires_at) = sets
                     .v6
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v6.exchange_reported(own, reported);
-                who.stalled = !seeder && reported.stalled_since(prior);
+                who.stalled = stalled(
+                    seeder,
+                    reported,
+                    prior,
+                    expires_at,
+                    prior_expires_at,
+                    admission,
+                );
                 let twin = sets.v4.update_twin(id, reported);
                 hand_out_dual(&sets.v6, own, &sets.v4, &who, numwant, policy, rng, out);
                 (first, prior, twin)
@@ -1140,6 +1176,25 @@ impl Swarm {
 struct Admission {
     limits: StorageLimits,
     peers_now: usize,
+    stall_window_secs: u32,
+}
+
+/// Whether a leecher's download stood still since its previous announce,
+/// and that announce is at least the stall window old. Expiries stand in
+/// for announce times (each is the announce's time plus the same lifetime,
+/// rounded up alike), so no time is stored per peer; an expiry held back by
+/// another instance's longer one reads as recent, never as stalled.
+fn stalled(
+    seeder: bool,
+    reported: Reported,
+    prior: Reported,
+    expires_at: u32,
+    prior_expires_at: u32,
+    admission: &Admission,
+) -> bool {
+    !seeder
+        && reported.stalled_since(prior)
+        && expires_at.saturating_sub(prior_expires_at) >= admission.stall_window_secs
 }
 
 /// Orders a reply nearest tier first. Replies come out of the handout nearly

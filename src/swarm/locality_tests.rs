@@ -505,6 +505,58 @@ fn only_bridgeheads_link_regions() {
     }
 }
 
+/// A stall is judged over the stall window, not between two announces a
+/// second apart: a non-bridgehead leecher that re-announces quickly with the
+/// same download stays in its region, and one that stood still over the
+/// window reaches far peers, in the compact layout, a full set and an
+/// indexed one.
+#[test]
+fn a_stall_is_judged_over_the_stall_window() {
+    for seeders in [4u8, 24, 204] {
+        let engine = Engine::with_locality(
+            EngineConfig {
+                peer_lifetime: Duration::from_secs(100),
+                shards: 2,
+                stall_window: Duration::from_secs(30),
+                ..EngineConfig::default()
+            },
+            LocalitySettings {
+                topology: topology(),
+                policy: HandoutPolicy::default(),
+                ..LocalitySettings::default()
+            },
+        );
+        let start = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(11);
+        origin_seeders(&engine, seeders, start, rng);
+        for n in 0..3 {
+            engine.announce(&remote_leecher(n, 1 << 20), start, rng);
+        }
+        // Leecher 1 is no bridgehead (rank 1 of 3).
+        let soon = start + Duration::from_secs(2);
+        let quick = engine.announce(&remote_leecher(1, 1 << 20), soon, rng);
+        assert!(
+            !reaches_far(&quick),
+            "{seeders}: two seconds without a piece is no stall"
+        );
+        let late = soon + Duration::from_secs(30);
+        let stuck = engine.announce(&remote_leecher(1, 1 << 20), late, rng);
+        assert!(
+            reaches_far(&stuck),
+            "{seeders}: thirty seconds without a byte is"
+        );
+        let moving = engine.announce(
+            &remote_leecher(1, 2 << 20),
+            late + Duration::from_secs(30),
+            rng,
+        );
+        assert!(
+            !reaches_far(&moving),
+            "{seeders}: progress again, its region only"
+        );
+    }
+}
+
 /// A region's leechers keep the order they joined in when others expire or
 /// stop, in the compact layout and in a full set, so the bridgeheads after
 /// either are the first remaining leecher and the one four places on.

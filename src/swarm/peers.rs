@@ -553,7 +553,8 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     /// Inserts or refreshes a peer; returns whether this announce is the peer's
     /// first completed download (a `completed` event, or a listed leecher
     /// turning seeder: clients that finish and re-announce with `left=0`),
-    /// and where the peer is now listed.
+    /// where the peer is now listed, and the expiry its previous announce set
+    /// (0 for a newcomer).
     pub(super) fn upsert(
         &mut self,
         id: PeerId,
@@ -562,8 +563,9 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         seeder: bool,
         expires_at: u32,
         completing: bool,
-    ) -> (bool, Slot) {
+    ) -> (bool, Slot, u32) {
         let role = if seeder { SEEDERS } else { LEECHERS };
+        let mut prior_expires_at = 0;
         let mut counted_before = false;
         let mut reported = Reported::UNKNOWN;
         let mut finished = completing;
@@ -573,15 +575,16 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             if slot.role() == role && peers.places[position].locality == locality {
                 peers.places[position].addr = addr;
                 let record = &mut peers.records[position];
-                record.expires_at = expires_at;
+                let prior_expires_at = std::mem::replace(&mut record.expires_at, expires_at);
                 let first = completing && !record.completed;
                 record.completed |= completing;
-                return (first, slot);
+                return (first, slot, prior_expires_at);
             }
             // Role changed (leecher finished, or a seeder lost data), or the
             // peer moved to another network: re-file it.
             let was_seeder = slot.role() == SEEDERS;
             let (_, removed) = self.remove_slot(slot);
+            prior_expires_at = removed.expires_at;
             counted_before = removed.completed;
             reported = removed.reported;
             finished |= seeder && !was_seeder;
@@ -609,7 +612,11 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             }
             None => {}
         }
-        (finished && !counted_before, Slot::new(role, index))
+        (
+            finished && !counted_before,
+            Slot::new(role, index),
+            prior_expires_at,
+        )
     }
 
     /// Removes a peer, if listed; `finished` says it stopped with nothing left.
