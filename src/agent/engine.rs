@@ -485,7 +485,7 @@ impl Transfer {
             .map(|(addr, stats)| (addr, stats.counters.fetched_bytes))
             .filter(|(_, bytes)| *bytes > 0)
             .collect();
-        peers.sort_by(|a, b| b.1.cmp(&a.1));
+        peers.sort_by_key(|peer| std::cmp::Reverse(peer.1));
         peers
             .iter()
             .map(|(addr, bytes)| format!("{addr}={bytes}"))
