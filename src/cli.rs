@@ -240,6 +240,9 @@ pub struct SimulateArgs {
     /// swarmgate policy: leechers per region that take links to other regions (0 = all).
     #[arg(long, default_value_t = 1)]
     bridgeheads: usize,
+    /// swarmgate policy: past the first bridgeheads, one leecher in this many per region links regions too (0 = none). The model's clients fetch the rarest piece first, which this suits.
+    #[arg(long, default_value_t = 4)]
+    bridgehead_every: usize,
     /// Directory for simulation.md and simulation.svg (not written when absent).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -333,6 +336,7 @@ fn simulate(args: SimulateArgs) -> Result<(), String> {
         seeder_guard: args.seeder_guard,
         spill_percent: args.spill_percent,
         bridgeheads: args.bridgeheads,
+        bridgehead_every: args.bridgehead_every,
     };
     for (name, policy) in simulate::policies(tiers) {
         outcomes.push(simulate::run(&settings, name, policy).map_err(|e| e.to_string())?);

@@ -453,8 +453,10 @@ pub struct LocalityConfig {
     pub seeder_guard: u8,
     /// Percentage of each reply's slots given to the next farther tiers so groups stay connected.
     pub spill_percent: u8,
-    /// Leechers per region, first come, that take links to other regions, and one in four after them; stalled leechers too (0 = every leecher).
+    /// Leechers per region, first come, that take links to other regions; stalled leechers too (0 = every leecher).
     pub bridgeheads: u16,
+    /// Past the first `bridgeheads`, one leecher in this many per region links regions too (0 = none).
+    pub bridgehead_every: u16,
     /// Operator-written topology; the longest matching prefix wins.
     pub sites: Vec<Site>,
 }
@@ -468,6 +470,7 @@ impl Default for LocalityConfig {
             seeder_guard: 2,
             spill_percent: 15,
             bridgeheads: 1,
+            bridgehead_every: 0,
             sites: Vec::new(),
         }
     }
@@ -700,18 +703,25 @@ seeder_guard = 2
 # farther tiers, so racks and zones stay connected. 0 disables.
 spill_percent = 15
 # Bridgeheads, against the opposite waste: of each region's leechers (in a
-# swarm, in the order they joined), only the first this many, and one in four
-# after them, take links to other regions; the rest are handed no peer of
-# another region and are handed to no announcer of another region, so a
-# remote region pulls a layer across its slow link about once and spreads it
-# inside. When a bridgehead finishes or leaves, another leecher takes its
-# place at its next announce, and a leecher whose reported download stood
-# still over announce.min_interval or longer is handed far peers anyway, so a
-# region whose bridgeheads are stuck heals within an announce interval (a
-# client re-announcing faster is not judged on the gap between two pieces).
-# Only for peers a site places in a region. 0 disables (every leecher may
-# link regions).
+# swarm, in the order they joined), only the first this many take links to
+# other regions; the rest are handed no peer of another region and are handed
+# to no announcer of another region, so a remote region pulls a layer across
+# its slow link about once and spreads it inside. A region that holds a
+# seeder takes no far links at all: it serves itself. When a bridgehead
+# finishes or leaves, another leecher takes its place at its next announce,
+# and a leecher whose reported download stood still over
+# announce.min_interval or longer is handed far peers anyway, so a region
+# whose bridgeheads are stuck heals within an announce interval (a client
+# re-announcing faster is not judged on the gap between two pieces). Only for
+# peers a site places in a region. 0 disables (every leecher may link
+# regions).
 bridgeheads = 1
+# Past the first bridgeheads, one leecher in this many of a region links
+# regions too; 0 = none. Entry points in proportion (4: a region of 480 that
+# starts at once gets 120) help clients that fetch the rarest pieces first
+# (libtorrent); clients that fetch in order, as swarmgate agent does, pull
+# the same pieces across once more per extra bridgehead.
+bridgehead_every = 0
 # The operator's topology, one [[locality.sites]] table per site; the longest
 # matching prefix wins. Example:
 #   [[locality.sites]]

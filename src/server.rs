@@ -649,6 +649,7 @@ pub fn locality_settings(
             seeder_guard: usize::from(config.seeder_guard),
             spill_percent: config.spill_percent,
             bridgeheads: usize::from(config.bridgeheads),
+            bridgehead_every: usize::from(config.bridgehead_every),
         },
         origins: offload.origins(),
     })

@@ -132,6 +132,15 @@ async fn while_redis_is_down_instances_answer_and_they_resynchronise_when_it_ret
     let (_, _, peers) = b.announce(1, 5, 100).await;
     assert_eq!(ports(&peers), [7001, 7002, 7003]);
 
+    // Each tries to reconnect while Redis is down, and fails: the test
+    // waits for that (it caused it) before bringing Redis back, so the
+    // count below does not depend on how fast this machine is.
+    for tracker in [&a, &b] {
+        wait_for_metrics(tracker, "counted a failed reconnect", |m| {
+            sample(m, "swarmgate_cluster_resyncs_total{result=\"error\"}") >= 1.0
+        })
+        .await;
+    }
     // Redis returns empty (it keeps nothing); both reconnect and refill it.
     let redis = RedisProcess::start_on(&dir, redis.port, false);
     for tracker in [&a, &b] {

@@ -471,15 +471,17 @@ impl Transfer {
             .unwrap_or(0)
     }
 
-    /// Bytes each connected peer sent so far (`address=bytes`, largest first), for
+    /// Bytes each peer sent so far (`address=bytes`, largest first), for
     /// the log line that says where a blob came from.
     pub fn fetched_by_peer(&self) -> String {
         let Some(live) = self.handle.live() else {
             return String::new();
         };
-        // Connected peers only: librqbit exports no other filter.
+        // Every peer ever connected: librqbit exports the filter's type
+        // only through serde (its default is connected peers only).
+        let every_peer = serde_json::from_str(r#"{"state":"all"}"#).unwrap_or_default();
         let mut peers: Vec<(String, u64)> = live
-            .per_peer_stats_snapshot(Default::default())
+            .per_peer_stats_snapshot(every_peer)
             .peers
             .into_iter()
             .map(|(addr, stats)| (addr, stats.counters.fetched_bytes))

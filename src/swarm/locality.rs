@@ -73,6 +73,11 @@ pub struct HandoutPolicy {
     /// regions; the rest are handed no far peers and are handed to no far
     /// announcer, unless their download stalled (0 disables).
     pub bridgeheads: usize,
+    /// Past the first `bridgeheads`, one leecher in this many of a region
+    /// links regions too (0: none past the first). Entry points in
+    /// proportion help clients that fetch the rarest pieces first; clients
+    /// that fetch in order (the agent) pull the same pieces across again.
+    pub bridgehead_every: usize,
 }
 
 impl Default for HandoutPolicy {
@@ -82,6 +87,7 @@ impl Default for HandoutPolicy {
             seeder_guard: 2,
             spill_percent: 15,
             bridgeheads: 1,
+            bridgehead_every: 0,
         }
     }
 }
@@ -93,6 +99,7 @@ impl HandoutPolicy {
         seeder_guard: 0,
         spill_percent: 0,
         bridgeheads: 0,
+        bridgehead_every: 0,
     };
 
     /// Nearest tiers first with no guards: the strict preference that starves groups.
@@ -101,6 +108,7 @@ impl HandoutPolicy {
         seeder_guard: 0,
         spill_percent: 0,
         bridgeheads: 0,
+        bridgehead_every: 0,
     };
 }
 

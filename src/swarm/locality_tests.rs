@@ -105,12 +105,17 @@ fn request(n: usize, place: &Place, seeder: bool, numwant: usize) -> AnnounceReq
 
 fn policy() -> impl Strategy<Value = HandoutPolicy> {
     prop_oneof![
-        3 => Just(HandoutPolicy::default()),
+        2 => Just(HandoutPolicy::default()),
+        1 => Just(HandoutPolicy {
+            bridgehead_every: 4,
+            ..HandoutPolicy::default()
+        }),
         1 => (0usize..5, 0u8..40).prop_map(|(seeder_guard, spill_percent)| HandoutPolicy {
             tiers: true,
             seeder_guard,
             spill_percent,
             bridgeheads: 0,
+            bridgehead_every: 0,
         }),
         1 => Just(HandoutPolicy::STRICT),
     ]
@@ -155,8 +160,17 @@ proptest! {
             .collect();
         // The bridgehead guard: a leecher's rank is how many leechers of its
         // region announced before it; far links only between bridgeheads.
-        let is_bridgehead = |rank: usize| rank < policy.bridgeheads || rank.is_multiple_of(4);
+        let every = policy.bridgehead_every;
+        let is_bridgehead =
+            |rank: usize| rank < policy.bridgeheads || (every > 0 && rank.is_multiple_of(every));
         let guarded = policy.tiers && policy.bridgeheads > 0;
+        // A region holding a seeder serves itself: none of its leechers
+        // links regions.
+        let seeded: HashSet<u8> = peers
+            .iter()
+            .filter(|(_, seeder)| *seeder)
+            .filter_map(|(place, _)| place.region)
+            .collect();
         let mut ranks = HashMap::new();
         let mut seen = [0usize; 256];
         for (n, (place, seeder)) in peers.iter().enumerate() {
@@ -167,8 +181,15 @@ proptest! {
         }
         let far_closed = guarded
             && !i_seed
-            && my_place.region.is_some_and(|region| !is_bridgehead(seen[usize::from(region)]));
-        let hidden_from_afar = |n: usize| guarded && ranks.get(&n).is_some_and(|&rank| !is_bridgehead(rank));
+            && my_place.region.is_some_and(|region| {
+                !is_bridgehead(seen[usize::from(region)]) || seeded.contains(&region)
+            });
+        let hidden_from_afar = |n: usize| {
+            guarded
+                && ranks.get(&n).is_some_and(|&rank| {
+                    !is_bridgehead(rank) || peers[n].0.region.is_some_and(|r| seeded.contains(&r))
+                })
+        };
         let eligible: HashMap<usize, Tier> = peers
             .iter()
             .enumerate()
@@ -450,7 +471,33 @@ fn reaches_far(response: &AnnounceResponse) -> bool {
     response.peers.iter().any(|p| p.tier == Tier::Other)
 }
 
-/// The bridgehead guard, in the compact layout, a full set and an indexed
+/// The bridgehead policy with one leecher in four past the first.
+fn every_fourth() -> HandoutPolicy {
+    HandoutPolicy {
+        bridgehead_every: 4,
+        ..HandoutPolicy::default()
+    }
+}
+
+/// By default only a region's first leecher links regions, in the compact
+/// layout, a full set and an indexed one.
+#[test]
+fn by_default_only_the_first_leecher_of_a_region_links_regions() {
+    for seeders in [4u8, 24, 204] {
+        let engine = engine(HandoutPolicy::default());
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(17);
+        origin_seeders(&engine, seeders, now, rng);
+        for n in 0..9 {
+            let response = engine.announce(&remote_leecher(n, 0), now, rng);
+            assert_eq!(reaches_far(&response), n == 0, "{seeders}: leecher {n}");
+        }
+        let seeder = engine.announce(&request(1, &origin(1), true, 50), now, rng);
+        assert_eq!(seeder.peers.len(), 1, "{seeders}: rank 0 only");
+    }
+}
+
+/// The bridgehead guard (one in four past the first), in the compact layout, a full set and an indexed
 /// one: of a remote region's leechers, the first and one in four after it
 /// are handed the far region's seeders and the others are not; a far seeder
 /// asking for every leecher is handed only those; when a bridgehead leaves,
@@ -459,7 +506,7 @@ fn reaches_far(response: &AnnounceResponse) -> bool {
 #[test]
 fn only_bridgeheads_link_regions() {
     for seeders in [4u8, 24, 204] {
-        let engine = engine(HandoutPolicy::default());
+        let engine = engine(every_fourth());
         let now = engine.epoch();
         let rng = &mut SmallRng::seed_from_u64(5);
         origin_seeders(&engine, seeders, now, rng);
@@ -502,6 +549,47 @@ fn only_bridgeheads_link_regions() {
         );
         let seeder = engine.announce(&request(1, &origin(1), true, 50), now, rng);
         assert_eq!(seeder.peers.len(), 2, "{seeders}");
+    }
+}
+
+/// A remote region that holds a seeder pulls across no more: its first
+/// leecher after that is a bridgehead by rank but is handed only its own
+/// region (the seeder among them), in the compact layout, a full set and an
+/// indexed one; one whose download stood still still reaches far.
+#[test]
+fn a_region_holding_a_seeder_takes_no_far_peers() {
+    for seeders in [4u8, 24, 204] {
+        let engine = engine(every_fourth());
+        let now = engine.epoch();
+        let rng = &mut SmallRng::seed_from_u64(13);
+        origin_seeders(&engine, seeders, now, rng);
+        let first = engine.announce(&remote_leecher(0, 1 << 20), now, rng);
+        assert!(
+            reaches_far(&first),
+            "{seeders}: the region's first leecher links across"
+        );
+        // It finishes: the region now holds the whole file.
+        let done = AnnounceRequest {
+            left: 0,
+            ..remote_leecher(0, 2 << 20)
+        };
+        engine.announce(&done, now, rng);
+        let next = engine.announce(&remote_leecher(1, 1 << 20), now, rng);
+        assert!(
+            !reaches_far(&next),
+            "{seeders}: rank 0 now, but the region serves itself"
+        );
+        let own_seeder = remote_leecher(0, 0).addr;
+        assert!(
+            next.peers.iter().any(|p| p.addr == own_seeder),
+            "{seeders}: handed its region's seeder"
+        );
+        // Leecher 1 re-announces with the same download: stalled, it heals.
+        let stuck = engine.announce(&remote_leecher(1, 1 << 20), now, rng);
+        assert!(
+            reaches_far(&stuck),
+            "{seeders}: a stalled leecher reaches far anyway"
+        );
     }
 }
 
@@ -563,7 +651,7 @@ fn a_stall_is_judged_over_the_stall_window() {
 #[test]
 fn bridgeheads_follow_join_order_through_expiry() {
     for seeders in [4u8, 24] {
-        let engine = engine(HandoutPolicy::default());
+        let engine = engine(every_fourth());
         let start = engine.epoch();
         let later = start + Duration::from_secs(60);
         let rng = &mut SmallRng::seed_from_u64(9);

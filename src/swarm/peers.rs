@@ -44,9 +44,6 @@ const REGION_LEVEL: usize = 2;
 /// Region ids a small set's classify pass counts leechers of for the
 /// bridgehead guard; leechers of regions numbered past it are never hidden.
 const FAR_REGIONS: usize = 64;
-/// However many bridgeheads are configured, one leecher in this many of a
-/// region may take links to other regions.
-const REGION_SHARE: usize = 4;
 
 /// Peers of one family.
 pub(super) struct PeerSet<A> {
@@ -420,6 +417,8 @@ struct Handout<'s, 'a, S> {
     /// The bridgehead guard: leechers of a region past this rank get no far
     /// peers and are no far peer (0: no guard).
     bridgeheads: usize,
+    /// And one in this many past them (0: none).
+    bridgehead_every: usize,
     /// The announcer is a leecher past its region's bridgeheads: no far tier.
     far_closed: bool,
     /// Walks of an indexed set skip far leechers past their bridgeheads (a
@@ -815,6 +814,7 @@ pub(super) fn hand_out<S: Candidates, R: Rng + ?Sized>(
         own,
         buckets: None,
         bridgeheads: if policy.tiers { policy.bridgeheads } else { 0 },
+        bridgehead_every: policy.bridgehead_every,
         far_closed: false,
         hide_far: false,
     };
@@ -843,7 +843,13 @@ pub(super) fn hand_out<S: Candidates, R: Rng + ?Sized>(
             .locality_index()
             .is_some_and(|index| !index.groups[LEECHERS][REGION_LEVEL].is_empty());
     if handout.bridgeheads > 0 && !who.to_seeder && !who.stalled && who.locality.region != 0 {
-        handout.far_closed = !handout.is_bridgehead(handout.region_rank());
+        // A region that holds the whole file already serves itself: its
+        // bridgeheads stop pulling across too (a client that fetches pieces
+        // in order, as the agent does, would otherwise pull each piece
+        // across once per bridgehead, and again as each finishing one hands
+        // its rank to the next).
+        handout.far_closed =
+            !handout.is_bridgehead(handout.region_rank()) || handout.region_holds_seeder();
     }
 
     let mut left = wanted;
@@ -927,6 +933,22 @@ impl<S: Candidates> Handout<'_, '_, S> {
             seeders,
         };
         let mut far = FarRegions([0; FAR_REGIONS]);
+        // Regions holding a seeder serve themselves: their leechers are
+        // handed to nobody afar. Seeders come first in the pass below and
+        // mark their regions there; a seeder asking is handed no seeders,
+        // so for it they are marked here.
+        let mut seeded = [false; FAR_REGIONS];
+        if self.bridgeheads > 0 && self.who.to_seeder {
+            for index in 0..self.set.seeders() {
+                let region = self
+                    .set
+                    .locality(Slot::new(SEEDERS, saturating_u32(index)))
+                    .region;
+                if let Some(held) = seeded.get_mut(usize::from(region)) {
+                    *held = true;
+                }
+            }
+        }
         // The announcer's own position among the candidates, if it is one
         // (a seeder asking is not: seeders are no candidates then).
         let own = self.own.map_or(usize::MAX, |own| match own.role() {
@@ -942,11 +964,17 @@ impl<S: Candidates> Handout<'_, '_, S> {
                 return;
             }
             let tier = self.who.locality.tier_of(&locality) as usize;
+            if here < seeders
+                && let Some(held) = seeded.get_mut(usize::from(locality.region))
+            {
+                *held = true;
+            }
             if self.bridgeheads > 0
                 && tier == Tier::Other as usize
                 && here >= seeders
                 && locality.region != 0
-                && !self.is_bridgehead(far.rank(locality.region))
+                && (!self.is_bridgehead(far.rank(locality.region))
+                    || seeded.get(usize::from(locality.region)) == Some(&true))
             {
                 // Past its region's bridgeheads: no far peer of anyone's.
                 return;
@@ -972,7 +1000,26 @@ impl<S: Candidates> Handout<'_, '_, S> {
     /// in every [`REGION_SHARE`], so a region where hundreds start at once
     /// has entry points in proportion and in every rack.
     fn is_bridgehead(&self, rank: usize) -> bool {
-        rank < self.bridgeheads || rank.is_multiple_of(REGION_SHARE)
+        rank < self.bridgeheads
+            || (self.bridgehead_every > 0 && rank.is_multiple_of(self.bridgehead_every))
+    }
+
+    /// Whether a seeder sits in the announcer's region.
+    fn region_holds_seeder(&self) -> bool {
+        if let Some(buckets) = &self.buckets {
+            return [Tier::Subnet, Tier::Zone, Tier::Region]
+                .into_iter()
+                .any(|tier| buckets.seeder_lens[tier as usize] > 0);
+        }
+        self.set.locality_index().is_some_and(|index| {
+            !index
+                .group(
+                    SEEDERS,
+                    REGION_LEVEL,
+                    level_keys(&self.who.locality)[REGION_LEVEL],
+                )
+                .is_empty()
+        })
     }
 
     /// How many of its region's leechers joined before the announcer.
@@ -1019,6 +1066,9 @@ impl<S: Candidates> Handout<'_, '_, S> {
                 index
                     .region_rank(LEECHERS, slot.index())
                     .is_some_and(|rank| !self.is_bridgehead(rank as usize))
+                    || level_keys(&self.set.locality(slot))[REGION_LEVEL].is_some_and(|region| {
+                        !index.group(SEEDERS, REGION_LEVEL, Some(region)).is_empty()
+                    })
             })
     }
 
