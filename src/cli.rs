@@ -620,15 +620,31 @@ fn explain_auth(config: &Config, server: &Server) {
             auth.keys_dir
         );
     }
-    let (key, kid) = match kids.iter().find(|kid| **kid == "dev-es256") {
-        Some(kid) => (format!("{}/{kid}.pem", auth.keys_dir), (*kid).to_owned()),
-        None => ("<private key PEM>".to_owned(), "<kid>".to_owned()),
+    // The hint names a private key this host holds (ES256 first); a tracker
+    // that trusts public keys or a JWKS only has none to mint with, and
+    // its tokens come from whoever signs them (the bridge, the registry).
+    let private_key = |kid: &str| {
+        let path = format!("{}/{kid}.pem", auth.keys_dir);
+        std::fs::read_to_string(&path)
+            .is_ok_and(|pem| pem.contains("PRIVATE KEY"))
+            .then_some(path)
     };
-    tracing::info!(
-        "mint a token: swarmgate mint --key {key} --kid {kid} --issuer {} --infohash <40 hex chars>, \
-         then announce to http://HOST:PORT/announce?jwt=<token>",
-        auth.issuer
-    );
+    let signer = std::iter::once("dev-es256")
+        .chain(kids.iter().copied())
+        .filter(|kid| kids.contains(kid))
+        .find_map(|kid| private_key(kid).map(|path| (path, kid)));
+    match signer {
+        Some((key, kid)) if !auth.keys_dir.is_empty() => tracing::info!(
+            "mint a token: swarmgate mint --key {key} --kid {kid} --issuer {} --infohash <40 hex chars>, \
+             then announce to http://HOST:PORT/announce?jwt=<token>",
+            auth.issuer
+        ),
+        _ => tracing::info!(
+            "no private key of a trusted kid is on this host: tokens come from the issuer {} \
+             (the bridge or the registry signing torrents), as the JWKS or keys_dir above publish them",
+            auth.issuer
+        ),
+    }
 }
 
 /// The signals `serve` and `bridge` answer, registered before anything is

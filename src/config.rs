@@ -197,7 +197,7 @@ pub struct AgentConfig {
     pub peer_listen: SocketAddr,
     /// The port announced to the tracker; 0 = `peer_listen`'s port.
     pub announce_port: u16,
-    /// A pull switches to the origin when peers sent no byte (verified or in flight) for this long.
+    /// A pull switches to the origin when peers sent no byte for this long, for this blob or any other.
     #[serde(with = "humantime_serde")]
     pub peer_deadline: Duration,
     /// Blobs smaller than this are fetched from the registry directly (configs, tiny layers).
@@ -886,11 +886,12 @@ peer_listen = "0.0.0.0:6881"
 # the tracker sees, so locality applies unchanged.
 announce_port = 0
 # A pull goes to the origin (the bridge's web seed, else the registry) for
-# what is missing when peers sent no byte (verified in any order, or in
-# flight) for this long; after a quarter of it already when the tracker
-# named no peer. The first node of a swarm (the tracker lists no seeder and
-# no other leecher) goes at once and stays listed; the nodes after it wait
-# for it.
+# what is missing when peers sent no byte for this long: none for this blob
+# (verified in any order, or in flight) and none verified for any other blob
+# this node pulls (a link its other pulls fill is no failure of peers);
+# after a quarter of it already when the tracker named no peer. The first
+# node of a swarm (the tracker lists no seeder and no other leecher) goes at
+# once and stays listed; the nodes after it wait for it.
 peer_deadline = "5s"
 # Blobs smaller than this come from the registry directly (configs, tiny
 # layers): a torrent costs more than it saves there.

@@ -160,6 +160,50 @@ fn serves_then_stops_cleanly_on_sigterm() {
     );
 }
 
+/// A tracker that trusts public keys only (here the development JWKS, as a
+/// registry would publish it) gives no mint hint it could not follow: it
+/// holds no private key, and says where tokens come from instead.
+#[test]
+fn a_tracker_with_public_keys_only_gives_no_mint_hint() {
+    let dir = std::env::temp_dir().join(format!("swarmgate-public-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/keys/jwks.json"),
+        dir.join("jwks.json"),
+    )
+    .expect("copies the public keys");
+    let path = temp_config(
+        "public-keys",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[udp]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [store]\nsnapshot_path = \"\"\n[auth]\nkeys_dir = \"{}\"\n",
+            dir.display()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut said = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let done = line.contains("no private key of a trusted kid is on this host");
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = said.join("\n");
+    assert!(said.contains("no private key of a trusted kid"), "{said}");
+    assert!(!said.contains("mint a token"), "{said}");
+}
+
 #[test]
 fn keygen_writes_a_key_the_tracker_trusts_and_mint_warns_about_long_tokens() {
     let dir = std::env::temp_dir().join(format!("swarmgate-keygen-{}", std::process::id()));

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -54,6 +55,11 @@ impl Pull {
 #[derive(Default)]
 pub struct Pulls {
     running: Mutex<HashMap<Digest, Arc<Pull>>>,
+    /// Bytes peers delivered verified, over every pull: a pull whose own
+    /// peers are quiet while this moves is behind a link its other pulls
+    /// fill, not let down by peers (going to the origin then would only
+    /// load the same link more).
+    verified_from_peers: std::sync::atomic::AtomicU64,
 }
 
 impl Pulls {
@@ -413,8 +419,17 @@ async fn from_peers(
     // flight, not only the next piece in order: on a busy link peers deliver
     // later pieces while the next one is still arriving.
     let mut progress_seen = transfer.progress();
+    let fleetwide = &state.pulls.verified_from_peers;
+    let mut verified_counted = progress_seen.0;
+    fleetwide.fetch_add(verified_counted, Ordering::Relaxed);
+    let mut fleetwide_seen = fleetwide.load(Ordering::Relaxed);
     let mut buffer = vec![0u8; 256 << 10];
     while *held < size {
+        let verified = transfer.progress().0;
+        if verified > verified_counted {
+            fleetwide.fetch_add(verified - verified_counted, Ordering::Relaxed);
+            verified_counted = verified;
+        }
         match tokio::time::timeout(POLL, stream.read(&mut buffer)).await {
             Ok(Ok(0)) => {
                 return stopped("engine", format!("the stream ended at {held} bytes")).await;
@@ -441,11 +456,15 @@ async fn from_peers(
                 progress_seen = transfer.progress();
                 last_progress = tokio::time::Instant::now();
             }
+            Err(_) if fleetwide.load(Ordering::Relaxed) != fleetwide_seen => {
+                fleetwide_seen = fleetwide.load(Ordering::Relaxed);
+                last_progress = tokio::time::Instant::now();
+            }
             Err(_) if last_progress.elapsed() >= deadline => {
                 return stopped(
                     "peer_deadline",
                     format!(
-                        "peers delivered no verified byte in {deadline:?} (agent.peer_deadline); {} peers connected",
+                        "peers delivered no byte in {deadline:?}, for this blob or any other (agent.peer_deadline); {} peers connected",
                         transfer.peers().live
                     ),
                 )
