@@ -762,7 +762,9 @@ origins = []
 # them: written every snapshot_interval and at SIGTERM/SIGINT, read at
 # start; peers whose lifetime ran out meanwhile are dropped. A file that
 # cannot be read is moved aside (NAME.corrupt-TIME) and the tracker starts
-# empty. Relative to the working directory. "" = keep nothing.
+# empty. Relative to the working directory. "" = keep nothing. An instance
+# holds NAME.lock beside it while it runs: a second instance given the same
+# path refuses to start (each needs its own).
 snapshot_path = "swarmgate-snapshot.bin"
 # How often the snapshot is written: a kill -9 loses at most this much.
 snapshot_interval = "30s"

@@ -55,6 +55,9 @@ pub enum StartError {
     /// `[cluster]` names no usable Redis.
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::link::LinkError),
+    /// The snapshot file is another instance's, or cannot be locked.
+    #[error("{0}")]
+    Snapshot(#[from] crate::store::OwnerError),
 }
 
 /// A running tracker.
@@ -76,6 +79,8 @@ pub struct Server {
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     /// Where the swarms are saved at shutdown, if anywhere.
     snapshot: Option<std::path::PathBuf>,
+    /// This instance's hold on that file, for as long as it runs.
+    _snapshot_owner: Option<crate::store::Owner>,
 }
 
 /// The parts a reload swaps under running listeners.
@@ -132,6 +137,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         locality_settings(&config.locality, &config.offload)?,
     ));
     let snapshot = crate::store::path(&config.store.snapshot_path);
+    // Before anything is read or bound: a second instance on the same file
+    // stops here, with the file and the setting named.
+    let snapshot_owner = snapshot.as_deref().map(crate::store::own).transpose()?;
     if let Some(path) = &snapshot {
         restore(&engine, path, &metrics).await;
     }
@@ -305,6 +313,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tasks,
         udp_threads,
         snapshot,
+        _snapshot_owner: snapshot_owner,
     })
 }
 

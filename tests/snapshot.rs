@@ -156,3 +156,76 @@ async fn an_unusable_snapshot_is_moved_aside_and_the_tracker_serves() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One snapshot file, one owner: a second instance on the same file refuses
+/// to start, naming the file and the setting, while the first runs; once the
+/// first is gone, by SIGTERM or by `kill -9` (the kernel drops the lock with
+/// the process, so no stale lock file blocks a restart), the next starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_snapshot_refuses_to_start() {
+    let dir = temp_dir("snapshot-owner");
+    std::fs::create_dir_all(dir.join("state")).expect("dir");
+    let snapshot = snapshot_path(&dir);
+    let first = Tracker::start(&dir, &snapshot, "1h");
+    first.announce(1, 1, 0).await;
+
+    let config = dir.join("second.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[udp]\nenabled = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [auth]\nmode = \"open\"\n[store]\nsnapshot_path = \"{}\"\n",
+            snapshot.display()
+        ),
+    )
+    .expect("config");
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_swarmgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // It should stop at once; one that serves instead is killed (the bound
+    // only matters when the test fails).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("waits") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut said = String::new();
+    use std::io::Read as _;
+    if let Some(mut stderr) = second.stderr.take() {
+        let _ = stderr.read_to_string(&mut said);
+    }
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "the second instance started: {said}"
+    );
+    assert!(
+        said.contains("store.snapshot_path") && said.contains("swarmgate-snapshot.bin"),
+        "{said}"
+    );
+    // The first was not disturbed: it answers, and its peer is still there.
+    let (complete, _, _) = first.announce(1, 2, 500).await;
+    assert_eq!(complete, 1);
+
+    // Gone by SIGTERM: the next instance takes the file (and its peers).
+    assert!(first.stop().success());
+    let next = Tracker::start(&dir, &snapshot, "1h");
+    next.logged("restored");
+    // Gone by kill -9: the same.
+    next.signal(libc::SIGKILL);
+    drop(next);
+    let last = Tracker::start(&dir, &snapshot, "1h");
+    let (complete, _, _) = last.announce(1, 3, 500).await;
+    assert_eq!(complete, 1, "the snapshot written at SIGTERM, read again");
+    assert!(last.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

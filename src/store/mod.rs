@@ -159,6 +159,68 @@ pub fn path(configured: &str) -> Option<PathBuf> {
     (!configured.is_empty()).then(|| PathBuf::from(configured))
 }
 
+/// Why the snapshot file cannot be this instance's.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    /// Another live process holds it.
+    #[error(
+        "store.snapshot_path {path:?} belongs to another running instance (it holds {lock:?}): \
+         two instances writing one file overwrite each other and restart with each other's peers; \
+         give each its own store.snapshot_path, or \"\" for none"
+    )]
+    InUse {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("store.snapshot_path {path:?}: cannot open or lock {lock:?}: {source}")]
+    Io {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive hold on a snapshot file, released when dropped (or when the
+/// process dies, however it dies: the kernel drops the lock).
+#[derive(Debug)]
+pub struct Owner {
+    _lock: std::fs::File,
+}
+
+/// Takes the snapshot file at `path` for this process. The lock is on
+/// `PATH.lock`, beside it, because each save replaces the snapshot by a
+/// rename: a lock on the snapshot itself would stay with the old file.
+pub fn own(path: &Path) -> Result<Owner, OwnerError> {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    let io = |source| OwnerError::Io {
+        path: path.to_owned(),
+        lock: lock.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Owner { _lock: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OwnerError::InUse {
+            path: path.to_owned(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
