@@ -258,17 +258,28 @@ async fn the_registry_decides_who_gets_a_torrent_and_the_infohash_is_the_bytes()
     let misconfigured = swarmgate::bridge::start(&misconfigured)
         .await
         .expect("bridge starts");
+    // Its readiness says so first, naming both settings.
+    let ready = reqwest::get(format!("http://{}/readyz", misconfigured.admin_addr))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let said = ready.text().await.expect("text");
+    assert!(
+        said.contains("bridge.upstream_username") && said.contains("bridge.upstream_password"),
+        "{said}"
+    );
     let (file, _) = torrent_bytes(misconfigured.addr, &path).await;
     let meta: MetaInfo = serde_bencode::from_bytes(&file).expect("a torrent");
     let seeded = client.get(&meta.url_list[0]).send().await.expect("seed");
     assert_eq!(seeded.status(), 502);
     assert!(seeded.headers().get("www-authenticate").is_none());
+    let document: serde_json::Value = seeded.json().await.expect("an OCI error document");
+    assert_eq!(document["errors"][0]["code"], "UNAVAILABLE");
+    let message = document["errors"][0]["message"].as_str().expect("message");
     assert!(
-        seeded
-            .text()
-            .await
-            .expect("text")
-            .contains("bridge.upstream_username")
+        message.contains("bridge.upstream_username")
+            && message.contains("bridge.upstream_password"),
+        "{message}"
     );
     misconfigured.shutdown().await;
 
@@ -465,13 +476,16 @@ async fn oversized_blobs_and_a_hanging_registry_get_clear_errors() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 503);
-    // Served normally afterwards: a malformed request is still a 400.
+    // Served normally afterwards: a malformed request is still a 400, in
+    // the Distribution API's error format like every bridge error.
+    let bad = get_torrent(bridge.addr, "x/blobs/nope", None).await;
+    assert_eq!(bad.status(), 400);
     assert_eq!(
-        get_torrent(bridge.addr, "x/blobs/nope", None)
-            .await
-            .status(),
-        400
+        bad.headers()[reqwest::header::CONTENT_TYPE],
+        "application/json"
     );
+    let document: serde_json::Value = bad.json().await.expect("an OCI error document");
+    assert_eq!(document["errors"][0]["code"], "DIGEST_INVALID");
     assert!(cache_files(&dir).is_empty());
     bridge.shutdown().await;
     task.abort();

@@ -15,6 +15,7 @@ use futures_util::StreamExt as _;
 
 use super::pull::{self, Progress};
 use super::{AgentState, Registry, Source};
+use crate::bridge::http::oci_error;
 use crate::bridge::reference::{BlobRef, ManifestRef, ManifestTag, ReferenceError};
 use crate::bridge::upstream::UpstreamError;
 
@@ -48,22 +49,8 @@ pub(super) fn admin_app(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// The Distribution API's error document.
-fn oci_error(status: StatusCode, code: &'static str, message: impl std::fmt::Display) -> Response {
-    let body = serde_json::json!({
-        "errors": [{"code": code, "message": message.to_string(), "detail": null}]
-    });
-    (status, axum::Json(body)).into_response()
-}
-
 fn reference_error(error: &ReferenceError) -> Response {
-    let code = match error {
-        ReferenceError::Name(_) => "NAME_INVALID",
-        ReferenceError::Digest(_) | ReferenceError::Algorithm(_) => "DIGEST_INVALID",
-        ReferenceError::Tag(_) => "MANIFEST_INVALID",
-        ReferenceError::Shape => "UNSUPPORTED",
-    };
-    oci_error(StatusCode::BAD_REQUEST, code, error)
+    oci_error(StatusCode::BAD_REQUEST, error.oci_code(), error)
 }
 
 /// The registry's refusal, passed through with its challenge; an

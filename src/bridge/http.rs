@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::BridgeState;
 use super::build::{BuildError, Built, Source};
-use super::reference::BlobRef;
+use super::reference::{BlobRef, ReferenceError};
 use super::upstream::{Credentials, UpstreamError};
 use crate::gateway::layer::unix_now;
 use crate::torrent::MetaInfo;
@@ -41,9 +41,37 @@ pub(super) fn admin_app(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// A plain-text error an operator or a script can read.
+/// The Distribution API's error document, `application/json`: what OCI
+/// clients parse, and what an operator reads in `message`.
+pub(crate) fn oci_error(
+    status: StatusCode,
+    code: &'static str,
+    message: impl std::fmt::Display,
+) -> Response {
+    let body = serde_json::json!({
+        "errors": [{"code": code, "message": message.to_string(), "detail": null}]
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// An error document whose code follows from the status.
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, format!("{message}\n")).into_response()
+    let code = match status.as_u16() {
+        401 => "UNAUTHORIZED",
+        403 => "DENIED",
+        404 => "NOT_FOUND",
+        413 => "SIZE_INVALID",
+        429 => "TOOMANYREQUESTS",
+        502..=504 => "UNAVAILABLE",
+        400..=499 => "UNSUPPORTED",
+        _ => "UNKNOWN",
+    };
+    oci_error(status, code, message)
+}
+
+/// A malformed name, digest or path: 400 with the matching code.
+fn bad_reference(bad: &ReferenceError) -> Response {
+    oci_error(StatusCode::BAD_REQUEST, bad.oci_code(), bad)
 }
 
 /// The registry's refusal, passed through: same status, same challenge, and
@@ -58,10 +86,11 @@ fn upstream_reply(state: &BridgeState, failure: &UpstreamError) -> Response {
                 404 => "BLOB_UNKNOWN",
                 _ => "UNSUPPORTED",
             };
-            let body = serde_json::json!({
-                "errors": [{"code": code, "message": format!("the registry answered {status}")}]
-            });
-            let mut response = (*status, axum::Json(body)).into_response();
+            let mut response = oci_error(
+                *status,
+                code,
+                format_args!("the registry answered {status}"),
+            );
             if let Some(challenge) = challenge {
                 response
                     .headers_mut()
@@ -105,7 +134,7 @@ async fn torrent_reply(
 ) -> (Response, &'static str) {
     let blob = match BlobRef::parse(path) {
         Ok(blob) => blob,
-        Err(bad) => return (error(StatusCode::BAD_REQUEST, bad), "bad_request"),
+        Err(bad) => return (bad_reference(&bad), "bad_request"),
     };
     let credentials = Credentials::Caller(headers.get(header::AUTHORIZATION));
     // Every request asks the registry, cached torrent or not.
@@ -199,7 +228,7 @@ async fn seed_reply(
 ) -> (Response, &'static str) {
     let blob = match BlobRef::parse(path) {
         Ok(blob) => blob,
-        Err(bad) => return (error(StatusCode::BAD_REQUEST, bad), "bad_request"),
+        Err(bad) => return (bad_reference(&bad), "bad_request"),
     };
     let Some(token) = query.jwt else {
         return (
@@ -270,7 +299,8 @@ fn bridge_account_reply(state: &BridgeState, failure: &UpstreamError) -> (Respon
             (
                 error(
                     StatusCode::BAD_GATEWAY,
-                    "the registry refused the bridge's own account; the operator must fix bridge.upstream_username",
+                    "the registry refused the bridge's own account; the operator must fix \
+                     bridge.upstream_username or bridge.upstream_password",
                 ),
                 "upstream_error",
             )
@@ -297,12 +327,22 @@ async fn jwks(State(state): State<Shared>, Path(service): Path<String>) -> Respo
         .into_response()
 }
 
+/// Ready when a key signs and the registry takes the bridge's own account
+/// (what every web seed read uses): a refused account is said here, with
+/// both settings named, not first at a client's web seed read.
 async fn ready(State(state): State<Shared>) -> Response {
     if state.keys.signing_kid(unix_now()).is_none() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not ready: no signing key");
     }
-    match state.upstream.reachable().await {
+    match state.upstream.ping(Credentials::Own).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(UpstreamError::Refused { status, .. }) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format_args!(
+                "not ready: the registry refuses the bridge's own account ({status}): \
+                 check bridge.upstream_username and bridge.upstream_password"
+            ),
+        ),
         Err(failure) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format_args!("not ready: {failure}"),

@@ -17,7 +17,7 @@
 
 pub mod build;
 pub mod cache;
-mod http;
+pub(crate) mod http;
 pub mod keys;
 pub mod reference;
 pub mod upstream;

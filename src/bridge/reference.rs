@@ -30,6 +30,18 @@ pub enum ReferenceError {
     Algorithm(String),
 }
 
+impl ReferenceError {
+    /// The Distribution API's error code for it (`NAME_INVALID`, ...).
+    pub fn oci_code(&self) -> &'static str {
+        match self {
+            ReferenceError::Name(_) => "NAME_INVALID",
+            ReferenceError::Digest(_) | ReferenceError::Algorithm(_) => "DIGEST_INVALID",
+            ReferenceError::Tag(_) => "MANIFEST_INVALID",
+            ReferenceError::Shape => "UNSUPPORTED",
+        }
+    }
+}
+
 /// A blob's content address; only SHA-256, the algorithm registries use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest(pub [u8; 32]);
