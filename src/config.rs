@@ -267,7 +267,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 6969)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 6969)),
             trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -299,7 +299,7 @@ impl Default for UdpConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 6969)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 6969)),
             secret: String::new(),
             connection_id_skew: Duration::from_secs(30),
             allow_ip_override: false,
@@ -583,8 +583,10 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# swarmgate configuration. Every key is
 [http]
 # Serve HTTP announces (/announce) and scrapes (/scrape).
 enabled = true
-# Address and port to listen on.
-listen = "0.0.0.0:6969"
+# Address and port to listen on. "[::]" takes IPv4 and IPv6 (IPv4 clients
+# stay IPv4 peers); where the host has no IPv6 it falls back to 0.0.0.0,
+# with a warning. "127.0.0.1:6969" keeps it on this machine.
+listen = "[::]:6969"
 # Reverse proxies (CIDRs) whose X-Forwarded-For header, and whose clients'
 # ip/ipv4/ipv6 parameters, are believed. The client is the rightmost
 # X-Forwarded-For address that is not itself a trusted proxy.
@@ -604,9 +606,8 @@ max_connections = 10000
 # Serve BEP 15 UDP announces; the token travels in BEP 41 URL data
 # (udp://HOST:6969/announce?jwt=...), which only libtorrent sends.
 enabled = true
-# Address and port to listen on. "[::]:6969" serves IPv4 and IPv6 on a
-# dual-stack host.
-listen = "0.0.0.0:6969"
+# Address and port to listen on; "[::]" as for http.listen.
+listen = "[::]:6969"
 # Secret for connection ids. "" = random at every start; set the same value on
 # every instance behind one address to keep ids valid across them and restarts.
 secret = ""

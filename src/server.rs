@@ -206,7 +206,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
 
     let http_addr = if config.http.enabled {
-        let listener = bind("http", config.http.listen).await?;
+        let socket = bind_dual_stack("http", config.http.listen, socket2::Type::STREAM)?;
+        let bind_error = |source| StartError::Bind {
+            what: "http",
+            addr: config.http.listen,
+            source,
+        };
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let listener = TcpListener::from_std(socket.into()).map_err(bind_error)?;
         let addr = local_addr("http", config.http.listen, &listener)?;
         let router = http::app(HttpState::new(
             service,
@@ -512,6 +519,57 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
         .map_err(|source| StartError::Bind { what, addr, source })
 }
 
+/// `[::]` taking IPv4 too (IPv4-mapped), whatever `net.ipv6.bindv6only`
+/// says; a host without IPv6 gets `0.0.0.0` instead, with a warning.
+/// Any other address is bound as given.
+fn bind_dual_stack(
+    what: &'static str,
+    addr: SocketAddr,
+    kind: socket2::Type,
+) -> Result<socket2::Socket, StartError> {
+    use socket2::{Domain, Protocol, Socket};
+    let error = |source| StartError::Bind { what, addr, source };
+    let protocol = if kind == socket2::Type::STREAM {
+        Protocol::TCP
+    } else {
+        Protocol::UDP
+    };
+    let open = |at: SocketAddr, dual: bool| -> std::io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(at), kind, Some(protocol))?;
+        if dual {
+            socket.set_only_v6(false)?;
+        }
+        if kind == socket2::Type::STREAM {
+            socket.set_reuse_address(true)?;
+        }
+        socket.bind(&at.into())?;
+        if kind == socket2::Type::STREAM {
+            socket.listen(1024)?;
+        }
+        Ok(socket)
+    };
+    if addr.ip() != std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        return open(addr, false).map_err(error);
+    }
+    match open(addr, true) {
+        Ok(socket) => Ok(socket),
+        // No IPv6 on this host (disabled, or no such family).
+        Err(source)
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+            ) =>
+        {
+            let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::warn!(
+                "{what}: this host has no IPv6 ({source}): listening on {v4} instead of {addr}, IPv4 only"
+            );
+            open(v4, false).map_err(error)
+        }
+        Err(source) => Err(error(source)),
+    }
+}
+
 fn local_addr(
     what: &'static str,
     addr: SocketAddr,
@@ -601,7 +659,7 @@ fn start_udp(
         addr: listen,
         source,
     };
-    let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+    let socket: std::net::UdpSocket = bind_dual_stack("udp", listen, socket2::Type::DGRAM)?.into();
     let addr = socket.local_addr().map_err(bind_error)?;
     let workers = match config.udp.workers {
         0 => std::thread::available_parallelism()

@@ -544,3 +544,81 @@ async fn instances_sharing_a_secret_accept_each_others_connection_ids() {
     let refused = error_of(at_stranger.announce(id, 9, 1, 0, &[]).await);
     assert!(refused.contains("connection id"), "{refused}");
 }
+
+/// The default listeners are `[::]` and take IPv4 too: over one dual-stack
+/// socket, IPv4 clients are answered in the IPv4 format and listed as IPv4
+/// peers (not as IPv4-mapped IPv6 ones), IPv6 clients as IPv6 peers; the
+/// HTTP listener likewise.
+#[tokio::test]
+async fn dual_stack_listeners_keep_each_clients_family() {
+    let mut config = loopback_config();
+    let defaults = swarmgate::config::Config::default();
+    assert_eq!(defaults.udp.listen.ip(), std::net::Ipv6Addr::UNSPECIFIED);
+    assert_eq!(defaults.http.listen.ip(), std::net::Ipv6Addr::UNSPECIFIED);
+    config.udp.listen = "[::]:0".parse().expect("addr");
+    config.http.listen = "[::]:0".parse().expect("addr");
+    let server = start(config).await;
+    let port = server.udp_addr.expect("udp enabled").port();
+    let over_v4 = SocketAddr::from(([127, 0, 0, 1], port));
+    let over_v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+
+    let seeder = Client::new(over_v4).await;
+    let id = seeder.connect().await;
+    let Reply::Announce { seeders, .. } = seeder.announce(id, 1, 1, 0, &[]).await else {
+        panic!("announce")
+    };
+    assert_eq!(seeders, 1);
+    let leecher = Client::new(over_v4).await;
+    let id = leecher.connect().await;
+    let Reply::Announce { peers, .. } = leecher.announce(id, 1, 2, 100, &[]).await else {
+        panic!("announce")
+    };
+    assert_eq!(
+        peers,
+        vec![SocketAddr::from(([127, 0, 0, 1], seeder.port()))],
+        "an IPv4 client is an IPv4 peer"
+    );
+    let six = Client::new(over_v6).await;
+    let id = six.connect().await;
+    let Reply::Announce {
+        seeders, leechers, ..
+    } = six.announce(id, 1, 3, 100, &[]).await
+    else {
+        panic!("announce")
+    };
+    assert_eq!(
+        (seeders, leechers),
+        (1, 2),
+        "IPv6 clients reach the same swarm"
+    );
+
+    // HTTP on the same kind of listener: an IPv4 client listed as IPv4.
+    let http = server.http_addr.expect("http enabled").port();
+    let query = announce_query(2, 1, 7001, 0, "&compact=1");
+    let (status, _) = get(
+        SocketAddr::from(([127, 0, 0, 1], http)),
+        &format!("/announce?{query}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let query = announce_query(2, 2, 7002, 100, "&compact=1");
+    let (status, body) = get(
+        SocketAddr::from(([127, 0, 0, 1], http)),
+        &format!("/announce?{query}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        compact_peers(&dict(&body)),
+        vec![SocketAddr::from(([127, 0, 0, 1], 7001))],
+        "the IPv4 seeder, in the IPv4 list"
+    );
+    let query = announce_query(2, 3, 7003, 100, "&compact=1");
+    let (status, _) = get(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, http)),
+        &format!("/announce?{query}"),
+    )
+    .await;
+    assert_eq!(status, 200, "IPv6 clients are served on the same listener");
+    server.shutdown().await;
+}
