@@ -555,6 +555,17 @@ async fn nodes_pulling_at_once_take_each_layer_from_the_origin_once() {
             .sum::<f64>();
     }
     assert_eq!(firsts, layers.len() as f64, "one first node per layer");
+    // And each node seeds every layer once librqbit has checked its files.
+    for agent in &agents {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while series(&agent.metrics().await, "swarmgate_agent_seeding") < layers.len() as f64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "an agent never seeded all its layers"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     assert_eq!(other_fallbacks, 0.0, "nobody else went to the origin");
     assert_eq!(
         from_origin, layer_bytes as f64,

@@ -415,6 +415,19 @@ impl Engine {
         self.session.with_torrents(|torrents| torrents.count())
     }
 
+    /// Torrents whole and serving peers: past librqbit's check of the file
+    /// (seconds for a large blob, during which peers are not served).
+    pub fn seeding(&self) -> usize {
+        self.session.with_torrents(|torrents| {
+            torrents
+                .filter(|(_, handle)| {
+                    let stats = handle.stats();
+                    stats.finished && matches!(stats.state, librqbit::TorrentStatsState::Live)
+                })
+                .count()
+        })
+    }
+
     /// Stops every torrent (announcing `stopped` for each) and the listener.
     pub async fn stop(&self) {
         let held: Vec<[u8; 20]> = self

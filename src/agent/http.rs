@@ -534,6 +534,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
         ("swarmgate_agent_cache_bytes", size.bytes as f64),
         ("swarmgate_agent_pulls_in_flight", state.pulls.len() as f64),
         ("swarmgate_agent_torrents", state.engine.torrents() as f64),
+        ("swarmgate_agent_seeding", state.engine.seeding() as f64),
         (
             "swarmgate_agent_uploaded_bytes",
             state.engine.uploaded_bytes() as f64,
