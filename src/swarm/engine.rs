@@ -1071,6 +1071,18 @@ impl Swarm {
             stalled: false,
         };
         let numwant = request.numwant;
+        // Whether the leecher stood still since its previous announce, given
+        // that announce's report and expiry (one rule for every layout).
+        let stalled_since = |prior, prior_expires_at| {
+            stalled(
+                seeder,
+                reported,
+                prior,
+                expires_at,
+                prior_expires_at,
+                admission,
+            )
+        };
         let policy = &settings.policy;
         let limits = &admission.limits;
         let mut hit = None;
@@ -1103,14 +1115,7 @@ impl Swarm {
                     self.downloaded = self.downloaded.saturating_add(1);
                 }
                 let prior = set.exchange_reported(position, reported);
-                who.stalled = stalled(
-                    seeder,
-                    reported,
-                    prior,
-                    expires_at,
-                    prior_expires_at,
-                    admission,
-                );
+                who.stalled = stalled_since(prior, prior_expires_at);
                 let candidates = set.candidates(&settings.topology);
                 let own = Some(candidates.slot(position));
                 hand_out(&candidates, &who, own, numwant, policy, rng, out);
@@ -1134,14 +1139,7 @@ impl Swarm {
                     .v4
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v4.exchange_reported(own, reported);
-                who.stalled = stalled(
-                    seeder,
-                    reported,
-                    prior,
-                    expires_at,
-                    prior_expires_at,
-                    admission,
-                );
+                who.stalled = stalled_since(prior, prior_expires_at);
                 let twin = sets.v6.update_twin(id, reported);
                 hand_out_dual(&sets.v4, own, &sets.v6, &who, numwant, policy, rng, out);
                 (first, prior, twin)
@@ -1151,14 +1149,7 @@ impl Swarm {
                     .v6
                     .upsert(*id, addr, locality, seeder, expires_at, completing);
                 let prior = sets.v6.exchange_reported(own, reported);
-                who.stalled = stalled(
-                    seeder,
-                    reported,
-                    prior,
-                    expires_at,
-                    prior_expires_at,
-                    admission,
-                );
+                who.stalled = stalled_since(prior, prior_expires_at);
                 let twin = sets.v4.update_twin(id, reported);
                 hand_out_dual(&sets.v6, own, &sets.v4, &who, numwant, policy, rng, out);
                 (first, prior, twin)
