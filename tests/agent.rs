@@ -145,33 +145,44 @@ struct Fleet {
 impl Fleet {
     async fn start(name: &str) -> Option<Self> {
         let (dir, registry) = common::registry::with_registry(name)?;
-        let bridge_port = common::registry::free_port();
-        let mut config = common::loopback_config();
-        config.auth.mode = AuthMode::Jwt;
-        config.auth.issuer = "swarmgate-bridge".into();
-        config.auth.keys_dir = String::new();
-        config.auth.jwks_url =
-            format!("http://127.0.0.1:{bridge_port}/keys/services/swarmgate/keys");
-        config.auth.jwks_min_refetch = Duration::from_millis(200);
-        config.announce.interval = Duration::from_secs(2);
-        config.announce.min_interval = Duration::from_secs(1);
-        let tracker = common::start(config).await;
-        let tracker_http = tracker.http_addr.expect("http");
+        // The bridge's port is chosen before the tracker that fetches its
+        // JWKS starts, so another socket may take it meanwhile: then both
+        // start again on another port (a few tries at most).
+        let mut tries = 0;
+        let (bridge, tracker) = loop {
+            tries += 1;
+            let bridge_port = common::registry::free_port();
+            let mut config = common::loopback_config();
+            config.auth.mode = AuthMode::Jwt;
+            config.auth.issuer = "swarmgate-bridge".into();
+            config.auth.keys_dir = String::new();
+            config.auth.jwks_url =
+                format!("http://127.0.0.1:{bridge_port}/keys/services/swarmgate/keys");
+            config.auth.jwks_min_refetch = Duration::from_millis(200);
+            config.announce.interval = Duration::from_secs(2);
+            config.announce.min_interval = Duration::from_secs(1);
+            let tracker = common::start(config).await;
+            let tracker_http = tracker.http_addr.expect("http");
 
-        let mut config = swarmgate::config::Config::default();
-        let bridge = &mut config.bridge;
-        bridge.listen = format!("127.0.0.1:{bridge_port}").parse().expect("addr");
-        bridge.admin_listen = "127.0.0.1:0".parse().expect("addr");
-        bridge.upstream = registry.url();
-        bridge.upstream_username = USER.into();
-        bridge.upstream_password = PASSWORD.into();
-        bridge.public_url = format!("http://127.0.0.1:{bridge_port}");
-        bridge.trackers = vec![format!("http://{tracker_http}/announce")];
-        bridge.cache_dir = dir.join("bridge-cache").display().to_string();
-        bridge.keys_dir = dir.join("bridge-keys").display().to_string();
-        let bridge = swarmgate::bridge::start(&config)
-            .await
-            .expect("bridge starts");
+            let mut config = swarmgate::config::Config::default();
+            let bridge = &mut config.bridge;
+            bridge.listen = format!("127.0.0.1:{bridge_port}").parse().expect("addr");
+            bridge.admin_listen = "127.0.0.1:0".parse().expect("addr");
+            bridge.upstream = registry.url();
+            bridge.upstream_username = USER.into();
+            bridge.upstream_password = PASSWORD.into();
+            bridge.public_url = format!("http://127.0.0.1:{bridge_port}");
+            bridge.trackers = vec![format!("http://{tracker_http}/announce")];
+            bridge.cache_dir = dir.join("bridge-cache").display().to_string();
+            bridge.keys_dir = dir.join("bridge-keys").display().to_string();
+            match swarmgate::bridge::start(&config).await {
+                Ok(bridge) => break (bridge, tracker),
+                Err(error) if tries < 5 && error.to_string().contains("in use") => {
+                    tracker.shutdown().await;
+                }
+                Err(error) => panic!("bridge starts: {error}"),
+            }
+        };
         Some(Self {
             dir,
             registry,
