@@ -44,6 +44,12 @@ pub fn app(readiness: Readiness) -> Router {
 /// holds, and a load balancer that took every instance out because Redis
 /// went away would send every agent to the registry. The body says so.
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+    readiness_of(&readiness)
+}
+
+/// `/readyz`'s answer, also sampled into `swarmgate_ready` at each scrape
+/// so that an alert sees what a load balancer sees.
+fn readiness_of(readiness: &Readiness) -> (StatusCode, &'static str) {
     match readiness.gateway.load_full() {
         Some(gateway) if !gateway.keys_loaded() => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +74,10 @@ async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
     metrics
         .gauge("swarmgate_token_cache_size", &[])
         .set(cached as f64);
+    let ready = readiness_of(&readiness).0 == StatusCode::OK;
+    metrics
+        .gauge("swarmgate_ready", &[])
+        .set(if ready { 1.0 } else { 0.0 });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),

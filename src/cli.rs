@@ -66,7 +66,7 @@ pub enum Command {
     },
     /// Print the default configuration, every key commented.
     Config {
-        /// Print the keys as a Markdown table instead (the README's reference).
+        /// Print the keys as a Markdown table instead (docs/configuration.md's reference).
         #[arg(long)]
         markdown: bool,
     },

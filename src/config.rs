@@ -953,7 +953,7 @@ impl Config {
 
 /// The configuration reference as a Markdown table, generated from the
 /// comments of [`DEFAULT_CONFIG_TOML`] (`swarmgate config --markdown`; the
-/// README embeds it, and a test keeps the two identical).
+/// docs/configuration.md embeds it, and a test keeps the two identical).
 pub fn reference_markdown() -> String {
     let mut out = String::from(
         "| key | default | environment variable | on SIGHUP | meaning |\n|---|---|---|---|---|\n",

@@ -83,6 +83,12 @@ impl Metrics {
             })
             .and_then(|builder| {
                 builder.set_buckets_for_metric(
+                    Matcher::Full("swarmgate_agent_pull_duration_seconds".into()),
+                    BUILD_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
                     Matcher::Full("swarmgate_cluster_replication_lag_seconds".into()),
                     LAG_BUCKETS,
                 )
@@ -348,6 +354,18 @@ impl Metrics {
                 "swarmgate_cleanup_duration_seconds",
                 Some(Unit::Seconds),
                 "Time one expiry sweep over every swarm took",
+            ),
+            (
+                Kind::Gauge,
+                "swarmgate_ready",
+                None,
+                "1 while /readyz answers ready (a key set loaded in jwt mode), else 0; sampled at each scrape",
+            ),
+            (
+                Kind::Histogram,
+                "swarmgate_agent_pull_duration_seconds",
+                Some(Unit::Seconds),
+                "Agent: time from a blob's first request to its verified last byte, for pulls that verified",
             ),
             (
                 Kind::Counter,

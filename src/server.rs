@@ -142,6 +142,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let snapshot_owner = snapshot.as_deref().map(crate::store::own).transpose()?;
     if let Some(path) = &snapshot {
         restore(&engine, path, &metrics).await;
+        // Both results exist from the start, so that an alert on
+        // `increase(...{result="error"})` sees the first failure too.
+        for result in ["ok", "error"] {
+            metrics
+                .counter("swarmgate_snapshot_writes_total", &[("result", result)])
+                .increment(0);
+        }
     }
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();

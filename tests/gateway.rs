@@ -653,6 +653,9 @@ async fn jwks_down_at_start_refuses_clearly_then_recovers() {
 
     let (status, body) = get(server.admin_addr, "/readyz").await;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    // What an alert sees: the same answer, as a gauge.
+    let metrics = scrape_metrics(server.admin_addr).await;
+    assert_eq!(sample(&metrics, "swarmgate_ready"), 0.0);
     let reason = announce_with(http, 1, &token).await.expect("refused");
     assert_eq!(
         reason,
@@ -668,6 +671,8 @@ async fn jwks_down_at_start_refuses_clearly_then_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let metrics = scrape_metrics(server.admin_addr).await;
+    assert_eq!(sample(&metrics, "swarmgate_ready"), 1.0);
     assert_eq!(announce_with(http, 1, &token).await, None);
     server.shutdown().await;
 }

@@ -106,11 +106,18 @@ fn compose_sets_real_keys_and_wires_services_by_name() {
     // Prometheus scrapes the admin listener, which listens beyond loopback.
     let admin: SocketAddr = config.admin.listen;
     assert!(admin.ip().is_unspecified(), "{admin}");
-    let prometheus = read("deploy/prometheus.yml");
+    let prometheus = read("deploy/prometheus/prometheus.yml");
     assert!(prometheus.contains(&format!("swarmgate:{}", admin.port())));
     assert!(prometheus.contains(&format!("bridge:{}", bridge.admin_listen.port())));
     assert!(bridge.admin_listen.ip().is_unspecified());
-    assert!(compose.contains("./deploy/prometheus.yml:/etc/prometheus/prometheus.yml"));
+    assert!(compose.contains("./deploy/prometheus:/etc/prometheus:ro"));
+    assert!(prometheus.contains("- alerts.yml"));
+    // Grafana gets the dashboard and its provisioning.
+    assert!(compose.contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro"));
+    let provider = read("deploy/grafana/provisioning/dashboards/swarmgate.yml");
+    assert!(provider.contains("path: /var/lib/grafana/dashboards"));
+    let datasource = read("deploy/grafana/provisioning/datasources/prometheus.yml");
+    assert!(datasource.contains("url: http://prometheus:9090"));
 }
 
 #[test]

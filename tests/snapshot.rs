@@ -71,6 +71,14 @@ async fn kill_9_loses_at_most_what_came_after_the_last_snapshot() {
     std::fs::create_dir_all(dir.join("state")).expect("dir");
     let snapshot = snapshot_path(&dir);
     let tracker = Tracker::start(&dir, &snapshot, "200ms");
+    // Both results are exported from the start, so that an alert on
+    // `increase(...{result="error"})` sees a first failure.
+    let metrics = scrape_metrics(tracker.admin).await;
+    assert_eq!(
+        metrics.get("swarmgate_snapshot_writes_total{result=\"error\"}"),
+        Some(&0.0)
+    );
+    assert!(metrics.contains_key("swarmgate_snapshot_writes_total{result=\"ok\"}"));
     for peer in 1..=5 {
         tracker.announce(3, peer, u64::from(peer % 2)).await;
     }

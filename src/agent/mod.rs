@@ -36,7 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -114,6 +114,8 @@ pub struct AgentMetrics {
     pub evictions: Counter,
     /// Bytes from peers that failed verification or were cut off mid-piece.
     pub discarded: Counter,
+    /// Seconds from a pull's start to its verified end.
+    pub pull_seconds: Histogram,
 }
 
 impl AgentMetrics {
@@ -126,6 +128,7 @@ impl AgentMetrics {
             bytes_registry: bytes("registry"),
             evictions: registry.counter("swarmgate_agent_cache_evictions_total", &[]),
             discarded: registry.counter("swarmgate_agent_peer_bytes_discarded_total", &[]),
+            pull_seconds: registry.histogram("swarmgate_agent_pull_duration_seconds", &[]),
             registry,
         }
     }

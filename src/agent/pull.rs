@@ -139,10 +139,15 @@ pub async fn join_or_start(
             state.cache.delete(&victim.digest);
             state.metrics.evictions.increment(1);
         }
+        let started = std::time::Instant::now();
         let outcome = run(&state, &registry, &blob, &caller, size, &sender).await;
         let final_state = match outcome {
             Ok(()) => {
                 state.metrics.pull("verified");
+                state
+                    .metrics
+                    .pull_seconds
+                    .record(started.elapsed().as_secs_f64());
                 Progress::Verified
             }
             Err(failure) => {
