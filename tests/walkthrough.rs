@@ -312,6 +312,36 @@ async fn the_readme_walkthrough_runs_as_written_and_prometheus_evaluates_every_p
         "node 1 was first: the web seed served it"
     );
 
+    // The tracker's startup log fits its configuration: it names the JWKS
+    // URL and the kid it loaded from the bridge, and gives no hint to mint
+    // tokens with a private key it does not have.
+    let jwks: serde_json::Value = client
+        .get("http://127.0.0.1:6980/keys/services/swarmgate/keys")
+        .send()
+        .await
+        .expect("the bridge's JWKS")
+        .json()
+        .await
+        .expect("JSON");
+    let kid = jwks["keys"][0]["kid"].as_str().expect("a kid").to_owned();
+    let scratch = std::fs::read_dir(&dir)
+        .expect("test dir")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.join("tracker.log").exists())
+        .expect("the walk-through's scratch directory");
+    let log = std::fs::read_to_string(scratch.join("tracker.log")).expect("tracker.log");
+    let loaded = log
+        .lines()
+        .find(|line| line.contains("JWKS loaded"))
+        .unwrap_or_else(|| panic!("no `JWKS loaded` line in tracker.log:\n{log}"));
+    assert!(
+        loaded.contains("http://127.0.0.1:6980/keys/services/swarmgate/keys")
+            && loaded.contains(&kid),
+        "{loaded}"
+    );
+    assert!(!log.contains("mint a token"), "{log}");
+
     // Two failures the dashboard has panels for, caused here: a forged
     // token at the tracker and a missing blob at the bridge.
     let forged = client
