@@ -13,7 +13,12 @@
 //! cargo build --release --examples && cargo build --release
 //! target/release/examples/cluster_bench --instances 1 --seconds 20 --rate 20000
 //! target/release/examples/cluster_bench --instances 2 --seconds 20 --rate 20000
+//! target/release/examples/cluster_bench --instances 2 --seconds 20 --rate 20000 --tls
 //! ```
+//!
+//! `--tls` has the instances reach Redis over `rediss://` (a CA and a server
+//! certificate made with `openssl` in the temp dir; Redis also keeps a
+//! plain port on loopback for this program's own INFO queries).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -48,6 +53,41 @@ struct Cli {
     /// Share of UDP requests that are connects.
     #[arg(long, default_value_t = 0.1)]
     connect_share: f64,
+    /// The instances reach Redis through TLS.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// How the instances reach Redis: its port, `expiry_step`, and for TLS the CA file.
+#[derive(Clone, Copy)]
+struct RedisAt<'a> {
+    port: u16,
+    step: &'a str,
+    tls_ca: Option<&'a Path>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 in `dir` (EC P-256), for `--tls`.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(ok, "openssl {args:?} failed");
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let run = |line: String| openssl(&line.split(' ').collect::<Vec<_>>());
+    run(format!(
+        "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca"
+    ));
+    run(format!(
+        "req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+    ));
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext".into());
 }
 
 fn free_port() -> u16 {
@@ -171,17 +211,21 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn start(dir: &Path, name: &str, binary: &Path, cluster: Option<(u16, &str)>) -> Self {
+    fn start(dir: &Path, name: &str, binary: &Path, cluster: Option<RedisAt>) -> Self {
         let (http, udp, admin) = (free_port(), free_port(), free_port());
         let mut config = format!(
             "[http]\nlisten = \"127.0.0.1:{http}\"\n[udp]\nlisten = \"127.0.0.1:{udp}\"\nworkers = 1\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n[auth]\nmode = \"open\"\n[store]\nsnapshot_path = \"\"\n\
              [announce]\ncleanup_interval = \"1s\"\n"
         );
-        if let Some((port, step)) = cluster {
+        if let Some(RedisAt { port, step, tls_ca }) = cluster {
+            let scheme = if tls_ca.is_some() { "rediss" } else { "redis" };
             config.push_str(&format!(
-                "[cluster]\nredis = \"redis://127.0.0.1:{port}\"\nnamespace = \"bench\"\nexpiry_step = \"{step}\"\n"
+                "[cluster]\nredis = \"{scheme}://127.0.0.1:{port}\"\nnamespace = \"bench\"\nexpiry_step = \"{step}\"\n"
             ));
+            if let Some(ca) = tls_ca {
+                config.push_str(&format!("tls_ca_file = \"{}\"\n", ca.display()));
+            }
         }
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).expect("config");
@@ -232,8 +276,28 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
 
     let redis_port = free_port();
+    let tls_port = free_port();
+    if cli.tls {
+        make_certificates(&dir);
+    }
     let mut redis_child = (cli.instances == 2).then(|| {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if cli.tls {
+            command
+                .args([
+                    "--tls-port",
+                    &tls_port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.pem"));
+        }
+        let child = command
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -248,9 +312,12 @@ fn main() {
         }
         child
     });
-    let cluster = redis_child
-        .as_ref()
-        .map(|_| (redis_port, cli.expiry_step.as_str()));
+    let ca = dir.join("ca.pem");
+    let cluster = redis_child.as_ref().map(|_| RedisAt {
+        port: if cli.tls { tls_port } else { redis_port },
+        step: cli.expiry_step.as_str(),
+        tls_ca: cli.tls.then_some(ca.as_path()),
+    });
     let a = Tracker::start(&dir, "a", &binary, cluster);
     let b = (cli.instances == 2).then(|| Tracker::start(&dir, "b", &binary, cluster));
     let memory_before = info(redis_port, "memory", "used_memory");

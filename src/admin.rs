@@ -3,6 +3,7 @@
 //! (Prometheus text format) and `/swarms` (the busiest swarms by reported
 //! bytes, as JSON: per-swarm figures that would be unbounded as labels).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -43,23 +44,34 @@ pub fn app(readiness: Readiness) -> Router {
 /// A lost Redis link leaves the instance ready: it answers from what it
 /// holds, and a load balancer that took every instance out because Redis
 /// went away would send every agent to the registry. The body says so.
-async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+async fn ready(State(readiness): State<Readiness>) -> (StatusCode, Cow<'static, str>) {
     readiness_of(&readiness)
 }
 
 /// `/readyz`'s answer, also sampled into `swarmgate_ready` at each scrape
 /// so that an alert sees what a load balancer sees.
-fn readiness_of(readiness: &Readiness) -> (StatusCode, &'static str) {
+fn readiness_of(readiness: &Readiness) -> (StatusCode, Cow<'static, str>) {
     match readiness.gateway.load_full() {
         Some(gateway) if !gateway.keys_loaded() => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no signing keys loaded yet (JWKS unreachable so far)\n",
+            "not ready: no signing keys loaded yet (JWKS unreachable so far)\n".into(),
         ),
-        _ if readiness.cluster.as_ref().is_some_and(|link| !link.is_up()) => (
-            StatusCode::OK,
-            "ready, degraded: the cluster link to Redis is down (answering from this instance's swarms; reconnecting)\n",
-        ),
-        _ => (StatusCode::OK, "ready\n"),
+        _ if readiness.cluster.as_ref().is_some_and(|link| !link.is_up()) => {
+            let why = readiness
+                .cluster
+                .as_ref()
+                .and_then(|link| link.last_error())
+                .map(|error| format!("; last error: {error}"))
+                .unwrap_or_default();
+            (
+                StatusCode::OK,
+                format!(
+                    "ready, degraded: the cluster link to Redis is down (answering from this instance's swarms; reconnecting){why}\n"
+                )
+                .into(),
+            )
+        }
+        _ => (StatusCode::OK, "ready\n".into()),
     }
 }
 

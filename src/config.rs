@@ -64,7 +64,7 @@ impl Default for StoreConfig {
 }
 
 /// `[cluster]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Redis URL(s), comma-separated seeds of one Redis Cluster; empty = a single instance.
@@ -82,6 +82,46 @@ pub struct ClusterConfig {
     /// Connect and command deadline.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// ACL user for URLs that name none (with `password`).
+    pub username: String,
+    /// Password for URLs that carry none; best set as SWARMGATE_CLUSTER__PASSWORD.
+    pub password: String,
+    /// PEM CA certificates trusted for `rediss://` instead of the system's.
+    pub tls_ca_file: String,
+    /// PEM client certificate for mutual TLS (with `tls_key_file`).
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    /// The password never reaches a log; a URL's own password is redacted too.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field(
+                "redis",
+                &self
+                    .redis
+                    .split(',')
+                    .map(crate::cluster::link::redacted)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .field("namespace", &self.namespace)
+            .field("flush_interval", &self.flush_interval)
+            .field("expiry_step", &self.expiry_step)
+            .field("max_pending", &self.max_pending)
+            .field("timeout", &self.timeout)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .finish()
+    }
 }
 
 impl Default for ClusterConfig {
@@ -93,6 +133,11 @@ impl Default for ClusterConfig {
             expiry_step: Duration::from_secs(120),
             max_pending: 262_144,
             timeout: Duration::from_secs(2),
+            username: String::new(),
+            password: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -777,8 +822,11 @@ snapshot_interval = "30s"
 # through a channel. If Redis goes away, instances keep answering from what
 # they hold and resynchronise when it returns. See docs/cluster.md.
 [cluster]
-# Redis URL, e.g. "redis://10.0.0.5:6379"; for a Redis Cluster, one or more
-# seed nodes separated by commas. "" = a single instance (no Redis).
+# Redis URL, e.g. "redis://10.0.0.5:6379", "rediss://…" for TLS, with
+# "user:password@" for an ACL user or ":password@" for requirepass; for a
+# Redis Cluster, one or more seed nodes separated by commas (every node the
+# cluster names is learned, so one live seed is enough). "" = a single
+# instance (no Redis). Logs show it with the password as ***.
 redis = ""
 # Prefix of every key and of the channel: instances sharing it are one tracker.
 namespace = "swarmgate"
@@ -794,6 +842,17 @@ expiry_step = "120s"
 max_pending = 262144
 # Deadline for connecting to Redis and for each command.
 timeout = "2s"
+# ACL user for URLs that name none, used with password.
+username = ""
+# Password for URLs that carry none. Keep it out of the file: set
+# SWARMGATE_CLUSTER__PASSWORD in the environment.
+password = ""
+# PEM CA certificates trusted for rediss:// instead of the system's roots.
+tls_ca_file = ""
+# PEM client certificate, for Redis that asks for one (tls-auth-clients).
+tls_cert_file = ""
+# PEM private key of tls_cert_file.
+tls_key_file = ""
 
 # `swarmgate bridge`: the registry side, beside an OCI registry you already
 # run. It serves each blob's torrent (to callers the registry authorises),
@@ -930,6 +989,11 @@ pub const RESTART_ONLY_KEYS: &[&str] = &[
     "cluster.expiry_step",
     "cluster.max_pending",
     "cluster.timeout",
+    "cluster.username",
+    "cluster.password",
+    "cluster.tls_ca_file",
+    "cluster.tls_cert_file",
+    "cluster.tls_key_file",
 ];
 
 impl Config {
@@ -1156,6 +1220,12 @@ impl Config {
 
     /// Checks relations between values that types alone cannot express.
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.cluster.tls_cert_file.is_empty() != self.cluster.tls_key_file.is_empty() {
+            return Err((
+                "cluster.tls_cert_file",
+                "a client certificate needs its key: set both cluster.tls_cert_file and cluster.tls_key_file, or neither".into(),
+            ));
+        }
         let http = &self.http;
         if http.header_read_timeout.is_zero() || http.idle_timeout.is_zero() {
             return Err((

@@ -19,6 +19,7 @@ use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use crate::admin::{self, Readiness};
+use crate::cluster::link::{Access, LinkError};
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::{AuthConfig, AuthMode, Config, LocalityConfig, OffloadConfig};
 use crate::frontend::http::{self, HttpSettings, HttpState};
@@ -111,6 +112,35 @@ pub enum ReloadError {
 /// requests/s this bounds the samples waiting to 2 MiB.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
+/// `[cluster]`'s credentials and TLS files, read now so that a missing file
+/// stops the start with the setting named.
+fn redis_access(cluster: &crate::config::ClusterConfig) -> Result<Access, StartError> {
+    let read = |setting: &str, path: &str| -> Result<Option<Vec<u8>>, StartError> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        std::fs::read(path).map(Some).map_err(|error| {
+            StartError::Cluster(LinkError::Tls(format!(
+                "cannot read {setting} {path}: {error}"
+            )))
+        })
+    };
+    let text = |value: &str| (!value.is_empty()).then(|| value.to_owned());
+    let client = match (
+        read("cluster.tls_cert_file", &cluster.tls_cert_file)?,
+        read("cluster.tls_key_file", &cluster.tls_key_file)?,
+    ) {
+        (Some(certificate), Some(key)) => Some((certificate, key)),
+        _ => None,
+    };
+    Ok(Access {
+        username: text(&cluster.username),
+        password: text(&cluster.password),
+        root_cert: read("cluster.tls_ca_file", &cluster.tls_ca_file)?,
+        client,
+    })
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let metrics = Arc::new(Metrics::new());
@@ -162,6 +192,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             key_ttl: config.announce.peer_lifetime
                 + config.cluster.expiry_step
                 + Duration::from_secs(60),
+            access: redis_access(&config.cluster)?,
         };
         let mut cluster = Cluster::new(engine.clone(), settings, &metrics)?;
         let joined = cluster.join().await;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::redis::{RedisCluster, RedisProcess};
+use common::redis::{Pki, RedisCluster, RedisProcess};
 use common::*;
 
 /// An instance of the cluster at `urls`, namespace `namespace`, no snapshot.
@@ -288,5 +288,234 @@ async fn damaged_state_in_redis_is_counted_and_never_breaks_the_cluster() {
     let (_, _, peers) = c.announce(2, 3, 100).await;
     assert_eq!(ports(&peers), [7002]);
     drop((a, b, c, redis));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An instance whose `[cluster]` section is `cluster` (plus a short timeout).
+fn instance_with(dir: &Path, name: &str, cluster: &str) -> TrackerProcess {
+    TrackerProcess::start(
+        dir,
+        name,
+        &format!("[store]\nsnapshot_path = \"\"\n[cluster]\ntimeout = \"500ms\"\n{cluster}"),
+    )
+}
+
+/// `/readyz`'s body.
+async fn readyz(tracker: &TrackerProcess) -> String {
+    let (status, body) = get(tracker.admin, "/readyz").await;
+    assert_eq!(status, 200, "a cluster problem never takes an instance out");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_tls_with_requirepass_or_an_acl_user_instances_share_swarms_and_bad_credentials_or_ca_say_so()
+ {
+    let dir = temp_dir("cluster-tls");
+    let pki = Pki::new(&dir);
+    let ca = pki.file("ca.pem");
+
+    // requirepass, server certificate only.
+    let redis = RedisProcess::start_tls(
+        &dir,
+        &pki,
+        &["--tls-auth-clients", "no", "--requirepass", "pass-word-1"],
+        &["-a", "pass-word-1"],
+    );
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let with_password = |password: &str, ca: &str| {
+        format!(
+            "redis = \"{url}\"\nnamespace = \"tls\"\npassword = \"{password}\"\ntls_ca_file = \"{ca}\"\n"
+        )
+    };
+    let a = instance_with(&dir, "a", &with_password("pass-word-1", &ca));
+    let b = instance_with(&dir, "b", &with_password("pass-word-1", &ca));
+    for peer in 1..=3u8 {
+        a.announce(1, peer, 100).await;
+    }
+    wait_for_metrics(&b, "held A's 3 peers through TLS", |m| peers_held(m) == 3.0).await;
+    assert!(redis_dbsize_tls(&redis, &pki, &["-a", "pass-word-1"]) >= 1);
+
+    // A wrong password and an untrusted CA: the instance starts, serves,
+    // and says why the link is down, in its log and in /readyz.
+    let wrong = instance_with(&dir, "wrong", &with_password("not-the-password", &ca));
+    let logged = wrong.logged("Redis unreachable at start");
+    let error = logged["fields"]["error"]
+        .as_str()
+        .expect("error")
+        .to_owned();
+    assert!(error.contains("refused the credentials"), "{error}");
+    assert!(!error.contains("not-the-password"), "{error}");
+    let body = readyz(&wrong).await;
+    assert!(
+        body.contains("degraded") && body.contains("refused the credentials"),
+        "{body}"
+    );
+    let untrusted = instance_with(
+        &dir,
+        "untrusted",
+        &with_password("pass-word-1", &pki.file("rogue-ca.pem")),
+    );
+    let body = readyz(&untrusted).await;
+    assert!(
+        body.contains("degraded") && body.contains("TLS with Redis"),
+        "{body}"
+    );
+    drop((wrong, untrusted));
+
+    // An ACL user named in the URL, and mutual TLS: the server wants the
+    // client certificate, and the default user is off.
+    let acl = RedisProcess::start_tls(
+        &dir,
+        &pki,
+        &[
+            "--tls-auth-clients",
+            "yes",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "tracker",
+            "on",
+            ">acl-secret-2",
+            // Only what docs/cluster.md's ACL grants.
+            "~acl:*",
+            "&acl:changes",
+            "+@read",
+            "+@write",
+            "+@pubsub",
+            "+@connection",
+            "+cluster|slots",
+        ],
+        &["--user", "tracker", "--pass", "acl-secret-2"],
+    );
+    let mutual = format!(
+        "redis = \"rediss://tracker:acl-secret-2@127.0.0.1:{}\"\nnamespace = \"acl\"\ntls_ca_file = \"{ca}\"\n\
+         tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        acl.port,
+        pki.file("client.pem"),
+        pki.file("client.key")
+    );
+    let c = instance_with(&dir, "c", &mutual);
+    let d = instance_with(&dir, "d", &mutual);
+    for peer in 1..=2u8 {
+        d.announce(2, peer, 100).await;
+    }
+    wait_for_metrics(&c, "held D's 2 peers through mutual TLS", |m| {
+        peers_held(m) == 2.0
+    })
+    .await;
+    let (_, incomplete, peers) = c.announce(2, 3, 100).await;
+    assert_eq!((incomplete, ports(&peers)), (3, vec![7001, 7002]));
+    drop((a, b, c, d));
+    drop((redis, acl));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// DBSIZE through TLS with `auth`.
+fn redis_dbsize_tls(redis: &RedisProcess, pki: &Pki, auth: &[&str]) -> u64 {
+    let output = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert", &pki.file("ca.pem")])
+        .args([
+            "--cert",
+            &pki.file("client.pem"),
+            "--key",
+            &pki.file("client.key"),
+        ])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis.port.to_string(),
+            "--no-auth-warning",
+        ])
+        .args(auth)
+        .arg("DBSIZE")
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_only_seed_primary_dies_finds_the_cluster_through_learned_nodes_and_loses_nothing()
+ {
+    let dir = temp_dir("cluster-failover");
+    let mut redis = RedisCluster::start_with_replicas(&dir, 1);
+    let seed = redis.primaries()[0];
+    let a = instance(&dir, "a", &redis.nodes[seed].url(), "failover");
+    const SWARMS: u8 = 60;
+    for torrent in 1..=SWARMS {
+        a.announce(torrent, 1, 100).await;
+    }
+    // Written to Redis: every swarm has its hash on some primary.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis
+        .primaries()
+        .iter()
+        .map(|&i| redis.nodes[i].dbsize())
+        .sum::<u64>()
+        < u64::from(SWARMS)
+    {
+        assert!(Instant::now() < deadline, "the swarms never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resyncs = |m: &std::collections::HashMap<String, f64>| {
+        sample(m, "swarmgate_cluster_resyncs_total{result=\"ok\"}")
+    };
+    let before = resyncs(&scrape_metrics(a.admin).await);
+
+    // kill -9 the instance's only seed, a primary; then new peers in every
+    // swarm, so that writes to its slots must fail and be made again.
+    redis.nodes[seed].kill();
+    let killed = Instant::now();
+    for torrent in 1..=SWARMS {
+        a.announce(torrent, 2, 100).await;
+    }
+    // The link went down (a write to the dead primary failed) and came back
+    // through a node learned from the slot map, with a resync.
+    // Meanwhile, when the cluster itself had a primary for every slot again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failed_over = None;
+    let restored = loop {
+        if failed_over.is_none() && redis.primaries().len() == 3 {
+            failed_over = Some(killed.elapsed());
+        }
+        let m = scrape_metrics(a.admin).await;
+        if resyncs(&m) > before && sample(&m, "swarmgate_cluster_link_up") == 1.0 {
+            break killed.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance never found the cluster again: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let failed_over = failed_over.unwrap_or(restored);
+    println!(
+        "failover: a replica took over {:.2} s after the kill; writes flowed again (link up, resynchronised) \
+         after {:.2} s, {:.2} s after the failover",
+        failed_over.as_secs_f64(),
+        restored.as_secs_f64(),
+        (restored.saturating_sub(failed_over)).as_secs_f64()
+    );
+
+    // Nothing lost: a fresh instance, seeded with a survivor, lists both
+    // peers of every swarm from its first answer.
+    let survivor = (0..redis.nodes.len())
+        .find(|&i| i != seed)
+        .expect("a survivor");
+    let fresh = instance(&dir, "fresh", &redis.nodes[survivor].url(), "failover");
+    for torrent in 1..=SWARMS {
+        let (_, incomplete, peers) = fresh.announce(torrent, 3, 100).await;
+        assert_eq!(
+            (incomplete, ports(&peers)),
+            (3, vec![7001, 7002]),
+            "swarm {torrent}"
+        );
+    }
+    drop((a, fresh));
+    drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,12 +8,23 @@
 //! connection reads the map again and resynchronises. Commands are sent one
 //! pipeline per node, so a batch costs one round trip per node whatever its
 //! size. Only commands Valkey also has are used.
+//!
+//! `rediss://` URLs speak TLS (rustls) with the CA and client certificate of
+//! [`Access`]; credentials come from the URL or from [`Access`], and every
+//! node of a Redis Cluster is reached the same way as the seed. The slot map
+//! also names every replica: [`Link::known_nodes`] hands them to the caller,
+//! so that a reconnect can start from any node it has ever learned, not only
+//! from the configured seeds (a seed that died would otherwise strand the
+//! instance while the rest of the cluster serves).
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, Pipeline, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, Pipeline,
+    TlsCertificates, Value,
+};
 
 /// Why the cluster link could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +32,32 @@ pub enum LinkError {
     /// `cluster.redis` is not a usable URL.
     #[error("cluster.redis {url:?} is not a Redis URL: {source}")]
     Url {
-        /// The offending URL.
+        /// The offending URL, its password redacted.
         url: String,
         /// What redis-rs said.
+        source: redis::RedisError,
+    },
+    /// TLS settings that cannot work with the URLs given.
+    #[error("{0}")]
+    Tls(String),
+    /// The node refused the credentials.
+    #[error(
+        "Redis on {node} refused the credentials (the URL's user and password, else cluster.username and cluster.password): {source}"
+    )]
+    Auth {
+        /// The node.
+        node: String,
+        /// What it said.
+        source: redis::RedisError,
+    },
+    /// The TLS handshake failed.
+    #[error(
+        "TLS with Redis on {node} failed (is its certificate signed by cluster.tls_ca_file, and for this address? does it want a client certificate, cluster.tls_cert_file?): {source}"
+    )]
+    Handshake {
+        /// The node.
+        node: String,
+        /// What rustls or the server said.
         source: redis::RedisError,
     },
     /// No seed node answered.
@@ -57,6 +91,47 @@ pub enum LinkError {
     Timeout(&'static str),
 }
 
+/// What reaching Redis takes beyond the URL: credentials for URLs that
+/// carry none, and TLS material for `rediss://` ones.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// ACL user, when the URL names none (`cluster.username`).
+    pub username: Option<String>,
+    /// Password, when the URL carries none (`cluster.password`).
+    pub password: Option<String>,
+    /// PEM CA certificates trusted instead of the system's (`cluster.tls_ca_file`).
+    pub root_cert: Option<Vec<u8>>,
+    /// PEM client certificate and key, for mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Access {
+    fn has_tls_material(&self) -> bool {
+        self.root_cert.is_some() || self.client.is_some()
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: for logs and errors.
+pub fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// One primary node.
 struct Node {
     name: String,
@@ -67,23 +142,85 @@ struct Node {
 /// A live link to every primary node.
 pub struct Link {
     nodes: Vec<Node>,
+    /// Every node the slot map named, primaries and replicas, reachable
+    /// as the seed was.
+    known: Vec<ConnectionInfo>,
     /// Node index per slot; empty for a standalone server.
     slots: Vec<u16>,
     timeout: Duration,
 }
 
-/// Parses `cluster.redis`: one URL, or several separated by commas (seed nodes of one cluster).
-pub fn seeds(urls: &str) -> Result<Vec<ConnectionInfo>, LinkError> {
+/// Parses `cluster.redis`: one URL, or several separated by commas (seed
+/// nodes of one cluster), each completed with `access`.
+pub fn seeds(urls: &str, access: &Access) -> Result<Vec<ConnectionInfo>, LinkError> {
     urls.split(',')
         .map(str::trim)
         .filter(|url| !url.is_empty())
         .map(|url| {
-            redis::IntoConnectionInfo::into_connection_info(url).map_err(|source| LinkError::Url {
-                url: url.to_owned(),
+            let failed = |source| LinkError::Url {
+                url: redacted(url),
                 source,
-            })
+            };
+            let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(failed)?;
+            let mut settings = info.redis_settings().clone();
+            if settings.password().is_none()
+                && let Some(password) = &access.password
+            {
+                settings = settings.set_password(password);
+                if settings.username().is_none()
+                    && let Some(username) = &access.username
+                {
+                    settings = settings.set_username(username);
+                }
+            }
+            let info = info.set_redis_settings(settings);
+            match info.addr() {
+                ConnectionAddr::TcpTls { .. } if access.has_tls_material() => {
+                    let certificates = TlsCertificates {
+                        client_tls: access.client.clone().map(|(client_cert, client_key)| {
+                            ClientTlsConfig {
+                                client_cert,
+                                client_key,
+                            }
+                        }),
+                        root_cert: access.root_cert.clone(),
+                    };
+                    // The client parses the PEM into rustls's stores, held in
+                    // the address, so every node reached from it shares them.
+                    Client::build_with_tls(info, certificates)
+                        .map(|client| client.get_connection_info().clone())
+                        .map_err(|source| {
+                            LinkError::Tls(format!(
+                                "cluster.tls_ca_file, cluster.tls_cert_file or cluster.tls_key_file is not usable PEM: {source}"
+                            ))
+                        })
+                }
+                ConnectionAddr::Tcp(..) if access.has_tls_material() => Err(LinkError::Tls(format!(
+                    "cluster.tls_* files are set but {} is not a rediss:// URL",
+                    redacted(url)
+                ))),
+                _ => Ok(info),
+            }
         })
         .collect()
+}
+
+/// `template` (credentials, TLS) at another node's address.
+fn at(template: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    template.clone().set_addr(addr)
 }
 
 fn name_of(info: &ConnectionInfo) -> String {
@@ -125,6 +262,7 @@ impl Link {
             Err(error) if error.to_string().contains("cluster support disabled") => {
                 return Ok(Self {
                     nodes: vec![first],
+                    known: Vec::new(),
                     slots: Vec::new(),
                     timeout,
                 });
@@ -139,15 +277,31 @@ impl Link {
         };
         let mut nodes: Vec<Node> = Vec::new();
         let mut slots = vec![u16::MAX; 16384];
-        for (start, end, host, port) in ranges {
+        let mut known: Vec<ConnectionInfo> = Vec::new();
+        for range in &ranges {
+            for (host, port) in std::iter::once(&range.primary).chain(&range.replicas) {
+                if !known
+                    .iter()
+                    .any(|info| name_of(info) == format!("{host}:{port}"))
+                {
+                    known.push(at(seed, host.clone(), *port));
+                }
+            }
+        }
+        for SlotRange {
+            start,
+            end,
+            primary: (host, port),
+            ..
+        } in ranges
+        {
             let index = match nodes
                 .iter()
                 .position(|node| node.name == format!("{host}:{port}"))
             {
                 Some(index) => index,
                 None => {
-                    let info = seed.clone().set_addr(ConnectionAddr::Tcp(host, port));
-                    nodes.push(open(info, timeout).await?);
+                    nodes.push(open(at(seed, host, port), timeout).await?);
                     nodes.len() - 1
                 }
             };
@@ -162,9 +316,16 @@ impl Link {
         }
         Ok(Self {
             nodes,
+            known,
             slots,
             timeout,
         })
+    }
+
+    /// Every node of the cluster the slot map named (primaries and
+    /// replicas); empty for a standalone server.
+    pub fn known_nodes(&self) -> &[ConnectionInfo] {
+        &self.known
     }
 
     /// How many primary nodes the link spans.
@@ -354,16 +515,31 @@ async fn open(info: ConnectionInfo, timeout: Duration) -> Result<Node, LinkError
     let connection = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|source| LinkError::Command {
-            op: "connect",
-            node: name.clone(),
-            source,
-        })?;
+        .map_err(|source| connect_error(name.clone(), source))?;
     Ok(Node {
         name,
         client,
         connection,
     })
+}
+
+/// A failed connect, named for what the operator should check.
+fn connect_error(node: String, source: redis::RedisError) -> LinkError {
+    let text = source.to_string();
+    if source.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+    {
+        LinkError::Auth { node, source }
+    } else if text.contains("certificate") || text.contains("TLS") || text.contains("tls") {
+        LinkError::Handshake { node, source }
+    } else {
+        LinkError::Command {
+            op: "connect",
+            node,
+            source,
+        }
+    }
 }
 
 async fn bounded<T>(
@@ -377,7 +553,15 @@ async fn bounded<T>(
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
-fn parse_slots(value: Value) -> Result<Vec<(u16, u16, String, u16)>, LinkError> {
+/// One range of `CLUSTER SLOTS`: its slots, its primary and its replicas.
+struct SlotRange {
+    start: u16,
+    end: u16,
+    primary: (String, u16),
+    replicas: Vec<(String, u16)>,
+}
+
+fn parse_slots(value: Value) -> Result<Vec<SlotRange>, LinkError> {
     let bad = |what: &str| LinkError::Topology(what.to_owned());
     let Value::Array(ranges) = value else {
         return Err(bad("CLUSTER SLOTS is not an array"));
@@ -391,25 +575,114 @@ fn parse_slots(value: Value) -> Result<Vec<(u16, u16, String, u16)>, LinkError> 
         Value::SimpleString(text) => Some(text.clone()),
         _ => None,
     };
+    let node = |value: &Value| match value {
+        Value::Array(parts) => Some((parts.first().and_then(text)?, parts.get(1).and_then(int)?)),
+        _ => None,
+    };
     ranges
         .iter()
         .map(|range| {
             let Value::Array(parts) = range else {
                 return Err(bad("a slot range is not an array"));
             };
-            let (Some(start), Some(end), Some(Value::Array(primary))) = (
+            let (Some(start), Some(end), Some(primary)) = (
                 parts.first().and_then(int),
                 parts.get(1).and_then(int),
                 parts.get(2),
             ) else {
                 return Err(bad("a slot range lacks start, end or primary"));
             };
-            let (Some(host), Some(port)) =
-                (primary.first().and_then(text), primary.get(1).and_then(int))
-            else {
-                return Err(bad("a primary lacks host or port"));
-            };
-            Ok((start, end, host, port))
+            let primary = node(primary).ok_or_else(|| bad("a primary lacks host or port"))?;
+            // A replica the map cannot describe is only a node fewer to
+            // reconnect through: skipped.
+            let replicas = parts.iter().skip(3).filter_map(node).collect();
+            Ok(SlotRange {
+                start,
+                end,
+                primary,
+                replicas,
+            })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_hides_only_the_password() {
+        assert_eq!(
+            redacted("rediss://user:s3cret@redis:6380/0"),
+            "rediss://user:***@redis:6380/0"
+        );
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.5"),
+            "redis://:***@10.0.0.5"
+        );
+        // No password: unchanged, a user name included.
+        assert_eq!(
+            redacted("redis://user@redis:6379"),
+            "redis://user@redis:6379"
+        );
+        assert_eq!(redacted("redis://redis:6379"), "redis://redis:6379");
+        // An '@' in the path is not credentials.
+        assert_eq!(redacted("redis://redis:6379/a@b"), "redis://redis:6379/a@b");
+        assert_eq!(redacted("not a url"), "not a url");
+    }
+
+    #[test]
+    fn seeds_take_credentials_from_access_only_where_the_url_has_none() {
+        let access = Access {
+            username: Some("swarmgate".into()),
+            password: Some("from-env".into()),
+            ..Access::default()
+        };
+        let seeds = seeds("redis://a:6379, redis://u:own@b:6379,", &access).expect("seeds");
+        assert_eq!(seeds.len(), 2, "the empty entry is skipped");
+        let settings = seeds[0].redis_settings();
+        assert_eq!(
+            (settings.username(), settings.password()),
+            (Some("swarmgate"), Some("from-env"))
+        );
+        let settings = seeds[1].redis_settings();
+        assert_eq!(
+            (settings.username(), settings.password()),
+            (Some("u"), Some("own"))
+        );
+    }
+
+    #[test]
+    fn tls_files_with_a_plain_url_are_refused_and_bad_urls_are_redacted() {
+        let access = Access {
+            root_cert: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            ..Access::default()
+        };
+        let Err(LinkError::Tls(message)) = seeds("redis://:pw@a:6379", &access) else {
+            panic!("accepted");
+        };
+        assert!(message.contains("not a rediss:// URL"), "{message}");
+        assert!(!message.contains("pw@"), "{message}");
+        let Err(error) = seeds("redis://:pw@a:notaport", &Access::default()) else {
+            panic!("accepted");
+        };
+        assert!(!error.to_string().contains(":pw@"), "{error}");
+    }
+
+    #[test]
+    fn another_node_is_reached_as_the_seed_was() {
+        let seed = seeds("redis://u:pw@a:6379", &Access::default())
+            .expect("seed")
+            .remove(0);
+        let node = at(&seed, "10.0.0.7".into(), 7001);
+        assert_eq!(name_of(&node), "10.0.0.7:7001");
+        assert_eq!(node.redis_settings().password(), Some("pw"));
+        let tls = seeds("rediss://a:6380", &Access::default())
+            .expect("seed")
+            .remove(0);
+        assert!(matches!(
+            at(&tls, "10.0.0.7".into(), 7001).addr(),
+            ConnectionAddr::TcpTls { port: 7001, .. }
+        ));
+    }
 }

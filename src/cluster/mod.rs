@@ -39,10 +39,10 @@ use tokio::sync::watch;
 use crate::bittorrent::{ChangeKind, InfoHash, PeerChange, StoredPeer, StoredSwarm};
 use crate::metrics::Metrics;
 use crate::swarm::Engine;
-use link::{Link, LinkError};
+use link::{Access, Link, LinkError};
 
 /// What the cluster link needs from the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ClusterSettings {
     /// Redis URL(s), comma-separated seeds of one cluster.
     pub redis: String,
@@ -54,12 +54,16 @@ pub struct ClusterSettings {
     pub timeout: Duration,
     /// How long a swarm hash outlives its last write (a peer's longest listing, plus margin).
     pub key_ttl: Duration,
+    /// Credentials and TLS material beyond the URLs.
+    pub access: Access,
 }
 
 /// The link's state, for `/readyz` and tests.
 #[derive(Debug, Default)]
 pub struct ClusterStatus {
     up: AtomicBool,
+    /// Why the last connect failed, while the link is down.
+    last_error: parking_lot::Mutex<Option<String>>,
 }
 
 impl ClusterStatus {
@@ -67,10 +71,17 @@ impl ClusterStatus {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
+
+    /// Why the link is down, as the last connect said; `None` while up.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
 }
 
-/// How long a reconnect waits at first, and at most.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// How long a reconnect waits at first, and at most. The cap is short so
+/// that writes flow again soon after a Redis Cluster failover (a few
+/// seconds); an attempt costs one connection per node.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// A batch carries at most this many changes (about 0.5 MB).
 const MAX_BATCH: usize = 8192;
 /// Changes per write when a resync pushes what Redis lacks.
@@ -122,6 +133,9 @@ pub struct Cluster {
     engine: Arc<Engine>,
     settings: ClusterSettings,
     seeds: Vec<redis::ConnectionInfo>,
+    /// Every node the last slot map named: a reconnect tries them after the
+    /// seeds, so an instance whose only seed died finds the cluster again.
+    learned: Vec<redis::ConnectionInfo>,
     status: Arc<ClusterStatus>,
     metrics: ClusterMetrics,
     instance: u64,
@@ -147,7 +161,7 @@ impl Cluster {
         settings: ClusterSettings,
         metrics: &Metrics,
     ) -> Result<Self, LinkError> {
-        let seeds = link::seeds(&settings.redis)?;
+        let seeds = link::seeds(&settings.redis, &settings.access)?;
         if seeds.is_empty() {
             return Err(LinkError::Unreachable("cluster.redis names no node".into()));
         }
@@ -155,6 +169,7 @@ impl Cluster {
         Ok(Self {
             engine,
             seeds,
+            learned: Vec::new(),
             status: Arc::new(ClusterStatus::default()),
             metrics: ClusterMetrics::new(metrics),
             instance: rand::random(),
@@ -406,14 +421,30 @@ impl Cluster {
     async fn connect(&mut self) -> Result<Session, LinkError> {
         let result = self.connect_and_sync().await;
         match &result {
-            Ok(_) => self.metrics.resyncs_ok.increment(1),
-            Err(_) => self.metrics.resyncs_failed.increment(1),
+            Ok(_) => {
+                self.metrics.resyncs_ok.increment(1);
+                *self.status.last_error.lock() = None;
+            }
+            Err(error) => {
+                self.metrics.resyncs_failed.increment(1);
+                *self.status.last_error.lock() = Some(error.to_string());
+            }
         }
         result
     }
 
     async fn connect_and_sync(&mut self) -> Result<Session, LinkError> {
-        let link = Link::connect(&self.seeds, self.settings.timeout).await?;
+        // The seeds first, then every node learned since; each once.
+        let mut candidates = self.seeds.clone();
+        for node in &self.learned {
+            if !candidates.iter().any(|seed| seed.addr() == node.addr()) {
+                candidates.push(node.clone());
+            }
+        }
+        let link = Link::connect(&candidates, self.settings.timeout).await?;
+        if !link.known_nodes().is_empty() {
+            self.learned = link.known_nodes().to_vec();
+        }
         let messages = link.subscribe(&self.channel).await?;
         // What the feed holds now is covered by the push below.
         self.discard_feed();

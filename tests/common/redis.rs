@@ -1,6 +1,8 @@
 //! Real Redis servers for the cluster tests: Debian's `redis-server` on free
 //! loopback ports, no persistence, files in the test's directory; a Redis
-//! Cluster of three primaries joined with `redis-cli --cluster create`.
+//! Cluster of three primaries (and replicas if asked) joined with
+//! `redis-cli --cluster create`; TLS-only servers with certificates made by
+//! `openssl` for the test ([`Pki`]).
 //! Every wait is on a state (a PONG, `cluster_state:ok`), bounded.
 
 use std::io::{Read, Write};
@@ -29,7 +31,185 @@ fn free_port_pair() -> u16 {
     panic!("no free port pair");
 }
 
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it
+/// signed, and a second CA that signed nothing here: PEM files in a directory.
+pub struct Pki {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// Makes them with `openssl` (EC P-256, valid two days).
+    pub fn new(dir: &Path) -> Self {
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "rogue-ca"] {
+            openssl(
+                &[
+                    &["req", "-x509"][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        &format!("{ca}.key"),
+                        "-out",
+                        &format!("{ca}.pem"),
+                        "-days",
+                        "2",
+                        "-subj",
+                        &format!("/CN={ca}"),
+                    ],
+                ]
+                .concat(),
+            );
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1
+",
+        )
+        .expect("ext");
+        std::fs::write(
+            dir.join("client.ext"),
+            "extendedKeyUsage=clientAuth
+",
+        )
+        .expect("ext");
+        for (name, cn) in [("server", "127.0.0.1"), ("client", "swarmgate")] {
+            openssl(
+                &[
+                    &["req"][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        &format!("{name}.key"),
+                        "-out",
+                        &format!("{name}.csr"),
+                        "-subj",
+                        &format!("/CN={cn}"),
+                    ],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        }
+        Self { dir }
+    }
+
+    /// A file of it, as a string for a configuration.
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
 impl RedisProcess {
+    /// A TLS-only server (`--port 0 --tls-port P`) with the [`Pki`]'s
+    /// server certificate, and `extra` arguments (`--requirepass`, `--user`,
+    /// `--tls-auth-clients`). Ready once `redis-cli` over TLS, with the
+    /// client certificate and `auth` (`-a PASSWORD` or `--user U --pass P`),
+    /// gets a PONG.
+    pub fn start_tls(dir: &Path, pki: &Pki, extra: &[&str], auth: &[&str]) -> Self {
+        let port = free_port_pair();
+        let dir = dir.join(format!("redis-tls-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--tls-cert-file", &pki.file("server.pem")])
+            .args(["--tls-key-file", &pki.file("server.key")])
+            .args(["--tls-ca-cert-file", &pki.file("ca.pem")])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--logfile", "redis.log"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        let mut server = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let pong = Command::new("redis-cli")
+                .args(["--tls", "--cacert", &pki.file("ca.pem")])
+                .args([
+                    "--cert",
+                    &pki.file("client.pem"),
+                    "--key",
+                    &pki.file("client.key"),
+                ])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "--no-auth-warning",
+                ])
+                .args(auth)
+                .arg("PING")
+                .output()
+                .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("PONG"));
+            if pong {
+                return server;
+            }
+            if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "TLS redis-server exited ({status}): {}",
+                    std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "TLS redis on {port} never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts a server on a free port (a cluster-enabled node if `cluster`).
     pub fn start(dir: &Path, cluster: bool) -> Self {
         let port = free_port_pair();
@@ -172,7 +352,8 @@ impl Drop for RedisProcess {
     }
 }
 
-/// Three cluster-enabled primaries that own every slot between them.
+/// Three cluster-enabled primaries that own every slot between them, and
+/// their replicas.
 pub struct RedisCluster {
     /// The nodes.
     pub nodes: Vec<RedisProcess>,
@@ -181,7 +362,14 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three nodes and joins them with `redis-cli --cluster create`.
     pub fn start(dir: &Path) -> Self {
-        let nodes: Vec<RedisProcess> = (0..3).map(|_| RedisProcess::start(dir, true)).collect();
+        Self::start_with_replicas(dir, 0)
+    }
+
+    /// Three primaries with `replicas` replicas each; returns once every
+    /// replica's link to its primary is up.
+    pub fn start_with_replicas(dir: &Path, replicas: usize) -> Self {
+        let count = 3 * (1 + replicas);
+        let nodes: Vec<RedisProcess> = (0..count).map(|_| RedisProcess::start(dir, true)).collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
@@ -189,7 +377,7 @@ impl RedisCluster {
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli runs (apt-get install redis-tools)");
         assert!(
@@ -198,16 +386,33 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout)
         );
         let mut cluster = Self { nodes };
+        let known = format!("cluster_known_nodes:{count}");
         for node in &mut cluster.nodes {
             node.wait_until(
-                |reply| {
-                    reply.contains("cluster_state:ok") && reply.contains("cluster_known_nodes:3")
-                },
+                |reply| reply.contains("cluster_state:ok") && reply.contains(&known),
                 &["CLUSTER", "INFO"],
                 "joined the cluster",
             );
         }
+        for node in &mut cluster.nodes {
+            node.wait_until(
+                |reply| reply.contains("role:master") || reply.contains("master_link_status:up"),
+                &["INFO", "replication"],
+                "linked to its primary",
+            );
+        }
         cluster
+    }
+
+    /// Indexes of the nodes that are primaries now.
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .command(&["INFO", "replication"])
+                    .is_some_and(|reply| reply.contains("role:master"))
+            })
+            .collect()
     }
 
     /// Seed URLs for `cluster.redis` (the first node is enough; all are given).
