@@ -92,6 +92,8 @@ pub struct ClusterConfig {
     pub tls_cert_file: String,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: String,
+    /// Sentinel: the monitored primary's name; `redis` then lists sentinels.
+    pub sentinel_master: String,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -120,6 +122,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
+            .field("sentinel_master", &self.sentinel_master)
             .finish()
     }
 }
@@ -138,6 +141,7 @@ impl Default for ClusterConfig {
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            sentinel_master: String::new(),
         }
     }
 }
@@ -853,6 +857,11 @@ tls_ca_file = ""
 tls_cert_file = ""
 # PEM private key of tls_cert_file.
 tls_key_file = ""
+# Redis Sentinel: the name of the primary the sentinels monitor. redis then
+# lists the sentinels ("redis://s1:26379,redis://s2:26379"; their URLs'
+# credentials are the sentinels' own, username/password the primary's), and
+# the instance follows the primary through failovers. "" = no Sentinel.
+sentinel_master = ""
 
 # `swarmgate bridge`: the registry side, beside an OCI registry you already
 # run. It serves each blob's torrent (to callers the registry authorises),
@@ -994,6 +1003,7 @@ pub const RESTART_ONLY_KEYS: &[&str] = &[
     "cluster.tls_ca_file",
     "cluster.tls_cert_file",
     "cluster.tls_key_file",
+    "cluster.sentinel_master",
 ];
 
 impl Config {

@@ -193,6 +193,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 + config.cluster.expiry_step
                 + Duration::from_secs(60),
             access: redis_access(&config.cluster)?,
+            sentinel_master: Some(config.cluster.sentinel_master.clone())
+                .filter(|name| !name.is_empty()),
         };
         let mut cluster = Cluster::new(engine.clone(), settings, &metrics)?;
         let joined = cluster.join().await;

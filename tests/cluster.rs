@@ -519,3 +519,109 @@ async fn an_instance_whose_only_seed_primary_dies_finds_the_cluster_through_lear
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A field of `SENTINEL master NAME` (redis-cli prints key and value on
+/// alternate lines).
+fn sentinel_field(sentinel: &RedisProcess, master: &str, field: &str) -> Option<String> {
+    let reply = sentinel.cli(&["SENTINEL", "master", master]);
+    let lines: Vec<&str> = reply.lines().collect();
+    lines
+        .iter()
+        .position(|line| *line == field)
+        .and_then(|i| lines.get(i + 1))
+        .map(|value| value.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sentinel_instances_follow_a_failover_to_the_new_primary_and_lose_nothing() {
+    let dir = temp_dir("cluster-sentinel");
+    let mut primary = RedisProcess::start(&dir, false);
+    let replica = RedisProcess::start_replica_of(&dir, primary.port);
+    let sentinels: Vec<RedisProcess> = (0..3)
+        .map(|_| RedisProcess::start_sentinel(&dir, "tracker", primary.port))
+        .collect();
+    // Each sentinel knows the replica and the two others before anything fails.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for sentinel in &sentinels {
+        while sentinel_field(sentinel, "tracker", "num-slaves").as_deref() != Some("1")
+            || sentinel_field(sentinel, "tracker", "num-other-sentinels").as_deref() != Some("2")
+        {
+            assert!(Instant::now() < deadline, "the sentinels never met");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let urls = sentinels
+        .iter()
+        .map(RedisProcess::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let via_sentinels =
+        format!("redis = \"{urls}\"\nsentinel_master = \"tracker\"\nnamespace = \"sentinel\"\n");
+    let a = instance_with(&dir, "a", &via_sentinels);
+    const SWARMS: u8 = 20;
+    for torrent in 1..=SWARMS {
+        a.announce(torrent, 1, 100).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replica.dbsize() < u64::from(SWARMS) {
+        assert!(
+            Instant::now() < deadline,
+            "the swarms never reached the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resyncs = |m: &std::collections::HashMap<String, f64>| {
+        sample(m, "swarmgate_cluster_resyncs_total{result=\"ok\"}")
+    };
+    let before = resyncs(&scrape_metrics(a.admin).await);
+
+    primary.kill();
+    let killed = Instant::now();
+    for torrent in 1..=SWARMS {
+        a.announce(torrent, 2, 100).await;
+    }
+    let replica_port = replica.port.to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut promoted = None;
+    let restored = loop {
+        if promoted.is_none()
+            && sentinels[0]
+                .cli(&["SENTINEL", "get-master-addr-by-name", "tracker"])
+                .contains(&replica_port)
+        {
+            promoted = Some(killed.elapsed());
+        }
+        let m = scrape_metrics(a.admin).await;
+        if resyncs(&m) > before && sample(&m, "swarmgate_cluster_link_up") == 1.0 {
+            break killed.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance never followed the failover: {}",
+            readyz(&a).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let promoted = promoted.unwrap_or(restored);
+    println!(
+        "sentinel failover: the replica was named primary {:.2} s after the kill; writes flowed again \
+         after {:.2} s, {:.2} s after that",
+        promoted.as_secs_f64(),
+        restored.as_secs_f64(),
+        restored.saturating_sub(promoted).as_secs_f64()
+    );
+    // Nothing lost: a fresh instance finds the new primary through the
+    // sentinels and lists both peers of every swarm from its first answer.
+    let fresh = instance_with(&dir, "fresh", &via_sentinels);
+    for torrent in 1..=SWARMS {
+        let (_, incomplete, peers) = fresh.announce(torrent, 3, 100).await;
+        assert_eq!(
+            (incomplete, ports(&peers)),
+            (3, vec![7001, 7002]),
+            "swarm {torrent}"
+        );
+    }
+    drop((a, fresh));
+    drop((sentinels, replica));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -162,18 +162,7 @@ pub fn seeds(urls: &str, access: &Access) -> Result<Vec<ConnectionInfo>, LinkErr
                 source,
             };
             let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(failed)?;
-            let mut settings = info.redis_settings().clone();
-            if settings.password().is_none()
-                && let Some(password) = &access.password
-            {
-                settings = settings.set_password(password);
-                if settings.username().is_none()
-                    && let Some(username) = &access.username
-                {
-                    settings = settings.set_username(username);
-                }
-            }
-            let info = info.set_redis_settings(settings);
+            let info = with_credentials(info, access);
             match info.addr() {
                 ConnectionAddr::TcpTls { .. } if access.has_tls_material() => {
                     let certificates = TlsCertificates {
@@ -203,6 +192,22 @@ pub fn seeds(urls: &str, access: &Access) -> Result<Vec<ConnectionInfo>, LinkErr
             }
         })
         .collect()
+}
+
+/// `info` with `access`'s user and password, unless it carries a password.
+pub fn with_credentials(info: ConnectionInfo, access: &Access) -> ConnectionInfo {
+    let mut settings = info.redis_settings().clone();
+    if settings.password().is_none()
+        && let Some(password) = &access.password
+    {
+        settings = settings.set_password(password);
+        if settings.username().is_none()
+            && let Some(username) = &access.username
+        {
+            settings = settings.set_username(username);
+        }
+    }
+    info.set_redis_settings(settings)
 }
 
 /// `template` (credentials, TLS) at another node's address.
@@ -240,6 +245,59 @@ impl Link {
             match Self::connect_via(seed, timeout).await {
                 Ok(link) => return Ok(link),
                 Err(error) => failures.push(format!("{}: {error}", name_of(seed))),
+            }
+        }
+        Err(LinkError::Unreachable(failures.join("; ")))
+    }
+
+    /// Asks the sentinels in turn where the primary named `master` is, and
+    /// connects to it there as `primary` (credentials, TLS) says, checking
+    /// that it is a primary: a sentinel that has not yet seen a failover
+    /// may still name the old one.
+    pub async fn via_sentinels(
+        sentinels: &[ConnectionInfo],
+        master: &str,
+        primary: &ConnectionInfo,
+        timeout: Duration,
+    ) -> Result<Self, LinkError> {
+        let mut failures = Vec::new();
+        for sentinel in sentinels {
+            let (host, port) = match ask_sentinel(sentinel, master, timeout).await {
+                Ok(address) => address,
+                Err(error) => {
+                    failures.push(format!("sentinel {}: {error}", name_of(sentinel)));
+                    continue;
+                }
+            };
+            let info = at(primary, host, port);
+            let link = match Self::connect_via(&info, timeout).await {
+                Ok(link) => link,
+                Err(error) => {
+                    failures.push(format!(
+                        "{} (named by sentinel {}): {error}",
+                        name_of(&info),
+                        name_of(sentinel)
+                    ));
+                    continue;
+                }
+            };
+            let mut connection = link.nodes[0].connection.clone();
+            let role: redis::RedisResult<Value> = bounded(
+                timeout,
+                "ROLE",
+                redis::cmd("ROLE").query_async(&mut connection),
+            )
+            .await?;
+            match role {
+                Ok(Value::Array(parts)) if matches!(parts.first(), Some(Value::BulkString(role)) if role == b"master") =>
+                {
+                    return Ok(link);
+                }
+                other => failures.push(format!(
+                    "{} (named by sentinel {}) is not a primary: {other:?}",
+                    name_of(&info),
+                    name_of(sentinel)
+                )),
             }
         }
         Err(LinkError::Unreachable(failures.join("; ")))
@@ -521,6 +579,39 @@ async fn open(info: ConnectionInfo, timeout: Duration) -> Result<Node, LinkError
         client,
         connection,
     })
+}
+
+/// `SENTINEL get-master-addr-by-name`: where the sentinel says `master` is.
+async fn ask_sentinel(
+    sentinel: &ConnectionInfo,
+    master: &str,
+    timeout: Duration,
+) -> Result<(String, u16), LinkError> {
+    let node = open(sentinel.clone(), timeout).await?;
+    let mut connection = node.connection.clone();
+    let answer: Option<(String, String)> = bounded(
+        timeout,
+        "SENTINEL get-master-addr-by-name",
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master)
+            .query_async(&mut connection),
+    )
+    .await?
+    .map_err(|source| LinkError::Command {
+        op: "SENTINEL get-master-addr-by-name",
+        node: node.name.clone(),
+        source,
+    })?;
+    let Some((host, port)) = answer else {
+        return Err(LinkError::Topology(format!(
+            "the sentinel monitors no primary named {master:?} (cluster.sentinel_master)"
+        )));
+    };
+    let port = port
+        .parse()
+        .map_err(|_| LinkError::Topology(format!("the sentinel named port {port:?}")))?;
+    Ok((host, port))
 }
 
 /// A failed connect, named for what the operator should check.

@@ -56,6 +56,8 @@ pub struct ClusterSettings {
     pub key_ttl: Duration,
     /// Credentials and TLS material beyond the URLs.
     pub access: Access,
+    /// With Sentinel: the primary's name, and `redis` lists the sentinels.
+    pub sentinel_master: Option<String>,
 }
 
 /// The link's state, for `/readyz` and tests.
@@ -136,6 +138,9 @@ pub struct Cluster {
     /// Every node the last slot map named: a reconnect tries them after the
     /// seeds, so an instance whose only seed died finds the cluster again.
     learned: Vec<redis::ConnectionInfo>,
+    /// With Sentinel: how to reach the primary the sentinels name (the
+    /// first sentinel's scheme and TLS, `[cluster]`'s credentials).
+    primary: Option<redis::ConnectionInfo>,
     status: Arc<ClusterStatus>,
     metrics: ClusterMetrics,
     instance: u64,
@@ -161,15 +166,33 @@ impl Cluster {
         settings: ClusterSettings,
         metrics: &Metrics,
     ) -> Result<Self, LinkError> {
-        let seeds = link::seeds(&settings.redis, &settings.access)?;
+        // Sentinels get only the credentials their URLs carry; the
+        // primary gets `[cluster]`'s.
+        let seed_access = match settings.sentinel_master {
+            Some(_) => Access {
+                username: None,
+                password: None,
+                ..settings.access.clone()
+            },
+            None => settings.access.clone(),
+        };
+        let seeds = link::seeds(&settings.redis, &seed_access)?;
         if seeds.is_empty() {
             return Err(LinkError::Unreachable("cluster.redis names no node".into()));
         }
+        let primary = settings.sentinel_master.as_ref().map(|_| {
+            let first = seeds[0].clone();
+            let bare = first
+                .clone()
+                .set_redis_settings(redis::RedisConnectionInfo::default());
+            link::with_credentials(bare, &settings.access)
+        });
         let channel = format!("{}:changes", settings.namespace);
         Ok(Self {
             engine,
             seeds,
             learned: Vec::new(),
+            primary,
             status: Arc::new(ClusterStatus::default()),
             metrics: ClusterMetrics::new(metrics),
             instance: rand::random(),
@@ -441,7 +464,12 @@ impl Cluster {
                 candidates.push(node.clone());
             }
         }
-        let link = Link::connect(&candidates, self.settings.timeout).await?;
+        let link = match (&self.settings.sentinel_master, &self.primary) {
+            (Some(master), Some(primary)) => {
+                Link::via_sentinels(&self.seeds, master, primary, self.settings.timeout).await?
+            }
+            _ => Link::connect(&candidates, self.settings.timeout).await?,
+        };
         if !link.known_nodes().is_empty() {
             self.learned = link.known_nodes().to_vec();
         }

@@ -210,6 +210,73 @@ impl RedisProcess {
         }
     }
 
+    /// A replica of the server on `primary`, returned once its link is up.
+    pub fn start_replica_of(dir: &Path, primary: u16) -> Self {
+        let mut replica = Self::start(dir, false);
+        let port = primary.to_string();
+        replica.wait_until(
+            |reply| reply.starts_with("+OK"),
+            &["REPLICAOF", "127.0.0.1", &port],
+            "accepted REPLICAOF",
+        );
+        replica.wait_until(
+            |reply| reply.contains("master_link_status:up"),
+            &["INFO", "replication"],
+            "linked to its primary",
+        );
+        replica
+    }
+
+    /// A sentinel (`redis-server CONF --sentinel`) watching the primary on
+    /// `primary` as `master`, with quorum 2 and a 1 s down-after.
+    pub fn start_sentinel(dir: &Path, master: &str, primary: u16) -> Self {
+        let port = free_port_pair();
+        let dir = dir.join(format!("sentinel-{port}"));
+        std::fs::create_dir_all(&dir).expect("sentinel dir");
+        // The sentinel rewrites its file as it learns: one each, writable.
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile redis.log\n\
+                 sentinel monitor {master} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {master} 1000\n\
+                 sentinel failover-timeout {master} 5000\n\
+                 sentinel parallel-syncs {master} 1\n",
+                dir.display()
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel runs");
+        let mut sentinel = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        sentinel.wait_until(
+            |reply| reply.starts_with("+PONG"),
+            &["PING"],
+            "answers PING",
+        );
+        sentinel
+    }
+
+    /// `redis-cli` with `args` against this server, its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (apt-get install redis-tools)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Starts a server on a free port (a cluster-enabled node if `cluster`).
     pub fn start(dir: &Path, cluster: bool) -> Self {
         let port = free_port_pair();
