@@ -137,6 +137,10 @@ pub struct Load {
     /// as a real client does; otherwise any socket announces any peer.
     #[arg(long)]
     stable_peers: bool,
+    /// Infohash layout: `spread` (like SHA-1 digests, every engine shard)
+    /// or `shard0` (the generator's layout before, all in one shard).
+    #[arg(long, default_value = "spread", value_parser = ["spread", "shard0"])]
+    infohashes: String,
 }
 
 /// What every request draws from: torrents by popularity, peers, tokens.
@@ -385,9 +389,30 @@ fn mint(load: &Load, udp: bool) -> Result<Minted, String> {
     Ok(minted)
 }
 
+/// Whether infohashes take the old layout (`--infohashes shard0`: the
+/// torrent number in the first four bytes, big-endian, which puts every
+/// torrent below 2^24 in the engine's shard 0), for comparisons only.
+static SHARD0: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Torrent `torrent`'s infohash. By default its bytes are spread like a
+/// SHA-1 digest's (splitmix64 of the number, a bijection, so distinct
+/// torrents get distinct infohashes): the engine picks a shard from the
+/// leading bytes, and real infohashes land on every shard.
 fn info_hash(torrent: u32) -> [u8; 20] {
     let mut hash = [0u8; 20];
-    hash[..4].copy_from_slice(&torrent.to_be_bytes());
+    if SHARD0.load(std::sync::atomic::Ordering::Relaxed) {
+        hash[..4].copy_from_slice(&torrent.to_be_bytes());
+        return hash;
+    }
+    let mut state = u64::from(torrent);
+    for chunk in hash.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
     hash
 }
 
@@ -831,6 +856,12 @@ pub fn execute(mode: Mode) -> Result<Option<Report>, String> {
             .build(),
     }
     .map_err(|e| e.to_string())?;
+    if let Mode::Udp(load) | Mode::Http(load) = &mode {
+        SHARD0.store(
+            load.infohashes == "shard0",
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     match mode {
         Mode::Udp(load) => runtime.block_on(run_load(true, load)).map(Some),
         Mode::Http(load) => runtime.block_on(run_load(false, load)).map(Some),

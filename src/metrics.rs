@@ -442,24 +442,25 @@ impl Metrics {
     /// handouts per tier (all counted inside the engine's shard locks, where
     /// they cost nothing extra; read at scrape time, so always current).
     pub fn record_engine(&self, engine: &Engine) {
-        let census = engine.census();
+        let totals = engine.totals();
+        let census = totals.census;
         self.gauge("swarmgate_swarms", &[])
             .set(census.swarms as f64);
         self.gauge("swarmgate_peers", &[("role", "seeder")])
             .set(census.seeders as f64);
         self.gauge("swarmgate_peers", &[("role", "leecher")])
             .set(census.leechers as f64);
-        let counts = engine.tier_counts();
+        let counts = &totals.tiers;
         for tier in Tier::ALL {
             self.counter("swarmgate_peers_returned_total", &[("tier", tier.label())])
                 .absolute(counts.get(tier));
         }
-        let hits = engine.limit_hits();
+        let hits = &totals.limit_hits;
         for limit in Limit::ALL {
             self.counter("swarmgate_limit_hits_total", &[("limit", limit.label())])
                 .absolute(hits.get(limit));
         }
-        let transfer = engine.transfer_totals();
+        let transfer = &totals.transfer;
         for (direction, by, bytes) in [
             ("downloaded", "peer", transfer.downloaded),
             ("uploaded", "peer", transfer.uploaded_by_peers),

@@ -625,3 +625,35 @@ async fn with_sentinel_instances_follow_a_failover_to_the_new_primary_and_lose_n
     drop((sentinels, replica));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_over_tls_is_reached_node_by_node_the_way_the_seed_was() {
+    let dir = temp_dir("cluster-tls-cluster");
+    let pki = Pki::new(&dir);
+    let nodes = common::redis::tls_cluster(&dir, &pki);
+    // One seed; the other two primaries are learned from the slot map and
+    // reached with the same TLS settings.
+    let config = format!(
+        "redis = \"rediss://127.0.0.1:{}\"\nnamespace = \"tlscluster\"\ntls_ca_file = \"{}\"\n",
+        nodes[0].port,
+        pki.file("ca.pem")
+    );
+    let a = instance_with(&dir, "a", &config);
+    let b = instance_with(&dir, "b", &config);
+    const SWARMS: u8 = 30;
+    for torrent in 1..=SWARMS {
+        a.announce(torrent, 1, 100).await;
+    }
+    wait_for_metrics(&b, "held A's peers through the TLS cluster", |m| {
+        peers_held(m) == f64::from(SWARMS)
+    })
+    .await;
+    // The swarms are spread over all three primaries: every node was written.
+    for node in &nodes {
+        let keys: u64 = node.cli_tls(&pki, &["DBSIZE"]).trim().parse().unwrap_or(0);
+        assert!(keys > 0, "a primary got no swarm over TLS");
+    }
+    drop((a, b));
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

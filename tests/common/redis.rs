@@ -277,6 +277,24 @@ impl RedisProcess {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `redis-cli` over TLS (the [`Pki`]'s CA and client certificate) with
+    /// `args` against this server, its stdout.
+    pub fn cli_tls(&self, pki: &Pki, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["--tls", "--cacert", &pki.file("ca.pem")])
+            .args([
+                "--cert",
+                &pki.file("client.pem"),
+                "--key",
+                &pki.file("client.key"),
+            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (apt-get install redis-tools)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Starts a server on a free port (a cluster-enabled node if `cluster`).
     pub fn start(dir: &Path, cluster: bool) -> Self {
         let port = free_port_pair();
@@ -417,6 +435,65 @@ impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Three TLS-only cluster nodes (`tls-cluster yes`: the bus speaks TLS too),
+/// joined into one Redis Cluster of three primaries.
+pub fn tls_cluster(dir: &Path, pki: &Pki) -> Vec<RedisProcess> {
+    let nodes: Vec<RedisProcess> = (0..3)
+        .map(|_| {
+            RedisProcess::start_tls(
+                dir,
+                pki,
+                &[
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-cluster",
+                    "yes",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+                &[],
+            )
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port))
+        .collect();
+    let output = Command::new("redis-cli")
+        .args(["--tls", "--cacert", &pki.file("ca.pem")])
+        .args([
+            "--cert",
+            &pki.file("client.pem"),
+            "--key",
+            &pki.file("client.key"),
+        ])
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli runs");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create over TLS failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in &nodes {
+        while !node
+            .cli_tls(pki, &["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+        {
+            assert!(Instant::now() < deadline, "the TLS cluster never formed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    nodes
 }
 
 /// Three cluster-enabled primaries that own every slot between them, and
