@@ -181,8 +181,7 @@ impl Cluster {
             return Err(LinkError::Unreachable("cluster.redis names no node".into()));
         }
         let primary = settings.sentinel_master.as_ref().map(|_| {
-            let first = seeds[0].clone();
-            let bare = first
+            let bare = seeds[0]
                 .clone()
                 .set_redis_settings(redis::RedisConnectionInfo::default());
             link::with_credentials(bare, &settings.access)
@@ -457,18 +456,20 @@ impl Cluster {
     }
 
     async fn connect_and_sync(&mut self) -> Result<Session, LinkError> {
-        // The seeds first, then every node learned since; each once.
-        let mut candidates = self.seeds.clone();
-        for node in &self.learned {
-            if !candidates.iter().any(|seed| seed.addr() == node.addr()) {
-                candidates.push(node.clone());
-            }
-        }
         let link = match (&self.settings.sentinel_master, &self.primary) {
             (Some(master), Some(primary)) => {
                 Link::via_sentinels(&self.seeds, master, primary, self.settings.timeout).await?
             }
-            _ => Link::connect(&candidates, self.settings.timeout).await?,
+            _ => {
+                // The seeds first, then every node learned since; each once.
+                let mut candidates = self.seeds.clone();
+                for node in &self.learned {
+                    if !candidates.iter().any(|seed| seed.addr() == node.addr()) {
+                        candidates.push(node.clone());
+                    }
+                }
+                Link::connect(&candidates, self.settings.timeout).await?
+            }
         };
         if !link.known_nodes().is_empty() {
             self.learned = link.known_nodes().to_vec();
