@@ -333,7 +333,8 @@ async fn through_tls_with_requirepass_or_an_acl_user_instances_share_swarms_and_
         a.announce(1, peer, 100).await;
     }
     wait_for_metrics(&b, "held A's 3 peers through TLS", |m| peers_held(m) == 3.0).await;
-    assert!(redis_dbsize_tls(&redis, &pki, &["-a", "pass-word-1"]) >= 1);
+    let keys = redis.cli_tls(&pki, &["-a", "pass-word-1", "DBSIZE"]);
+    assert!(keys.trim().parse::<u64>().is_ok_and(|n| n >= 1), "{keys}");
 
     // A wrong password and an untrusted CA: the instance starts, serves,
     // and says why the link is down, in its log and in /readyz.
@@ -411,31 +412,50 @@ async fn through_tls_with_requirepass_or_an_acl_user_instances_share_swarms_and_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// DBSIZE through TLS with `auth`.
-fn redis_dbsize_tls(redis: &RedisProcess, pki: &Pki, auth: &[&str]) -> u64 {
-    let output = std::process::Command::new("redis-cli")
-        .args(["--tls", "--cacert", &pki.file("ca.pem")])
-        .args([
-            "--cert",
-            &pki.file("client.pem"),
-            "--key",
-            &pki.file("client.key"),
-        ])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &redis.port.to_string(),
-            "--no-auth-warning",
-        ])
-        .args(auth)
-        .arg("DBSIZE")
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+/// Successful resyncs so far.
+fn resyncs(metrics: &std::collections::HashMap<String, f64>) -> f64 {
+    sample(metrics, "swarmgate_cluster_resyncs_total{result=\"ok\"}")
+}
+
+/// After a primary was killed at `killed`, with `a` at `before` resyncs:
+/// waits until `a` is linked and resynchronised again, noting when
+/// `taken_over` first held. Returns both times since the kill.
+async fn writes_resume_after_failover(
+    a: &TrackerProcess,
+    before: f64,
+    killed: Instant,
+    taken_over: impl Fn() -> bool,
+) -> (Duration, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut takeover = None;
+    loop {
+        if takeover.is_none() && taken_over() {
+            takeover = Some(killed.elapsed());
+        }
+        let m = scrape_metrics(a.admin).await;
+        if resyncs(&m) > before && sample(&m, "swarmgate_cluster_link_up") == 1.0 {
+            let restored = killed.elapsed();
+            return (takeover.unwrap_or(restored), restored);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance never found the new primary: {}",
+            readyz(a).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Peers 1 and 2 are listed in each of `swarms` swarms for a newcomer (peer 3).
+async fn both_peers_listed(fresh: &TrackerProcess, swarms: u8) {
+    for torrent in 1..=swarms {
+        let (_, incomplete, peers) = fresh.announce(torrent, 3, 100).await;
+        assert_eq!(
+            (incomplete, ports(&peers)),
+            (3, vec![7001, 7002]),
+            "swarm {torrent}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,9 +481,6 @@ async fn an_instance_whose_only_seed_primary_dies_finds_the_cluster_through_lear
         assert!(Instant::now() < deadline, "the swarms never reached Redis");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let resyncs = |m: &std::collections::HashMap<String, f64>| {
-        sample(m, "swarmgate_cluster_resyncs_total{result=\"ok\"}")
-    };
     let before = resyncs(&scrape_metrics(a.admin).await);
 
     // kill -9 the instance's only seed, a primary; then new peers in every
@@ -474,31 +491,16 @@ async fn an_instance_whose_only_seed_primary_dies_finds_the_cluster_through_lear
         a.announce(torrent, 2, 100).await;
     }
     // The link went down (a write to the dead primary failed) and came back
-    // through a node learned from the slot map, with a resync.
-    // Meanwhile, when the cluster itself had a primary for every slot again.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut failed_over = None;
-    let restored = loop {
-        if failed_over.is_none() && redis.primaries().len() == 3 {
-            failed_over = Some(killed.elapsed());
-        }
-        let m = scrape_metrics(a.admin).await;
-        if resyncs(&m) > before && sample(&m, "swarmgate_cluster_link_up") == 1.0 {
-            break killed.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the instance never found the cluster again: {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let failed_over = failed_over.unwrap_or(restored);
+    // through a node learned from the slot map, with a resync; meanwhile
+    // the cluster had a primary for every slot again.
+    let (failed_over, restored) =
+        writes_resume_after_failover(&a, before, killed, || redis.primaries().len() == 3).await;
     println!(
         "failover: a replica took over {:.2} s after the kill; writes flowed again (link up, resynchronised) \
          after {:.2} s, {:.2} s after the failover",
         failed_over.as_secs_f64(),
         restored.as_secs_f64(),
-        (restored.saturating_sub(failed_over)).as_secs_f64()
+        restored.saturating_sub(failed_over).as_secs_f64()
     );
 
     // Nothing lost: a fresh instance, seeded with a survivor, lists both
@@ -507,14 +509,7 @@ async fn an_instance_whose_only_seed_primary_dies_finds_the_cluster_through_lear
         .find(|&i| i != seed)
         .expect("a survivor");
     let fresh = instance(&dir, "fresh", &redis.nodes[survivor].url(), "failover");
-    for torrent in 1..=SWARMS {
-        let (_, incomplete, peers) = fresh.announce(torrent, 3, 100).await;
-        assert_eq!(
-            (incomplete, ports(&peers)),
-            (3, vec![7001, 7002]),
-            "swarm {torrent}"
-        );
-    }
+    both_peers_listed(&fresh, SWARMS).await;
     drop((a, fresh));
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
@@ -570,9 +565,6 @@ async fn with_sentinel_instances_follow_a_failover_to_the_new_primary_and_lose_n
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let resyncs = |m: &std::collections::HashMap<String, f64>| {
-        sample(m, "swarmgate_cluster_resyncs_total{result=\"ok\"}")
-    };
     let before = resyncs(&scrape_metrics(a.admin).await);
 
     primary.kill();
@@ -581,28 +573,12 @@ async fn with_sentinel_instances_follow_a_failover_to_the_new_primary_and_lose_n
         a.announce(torrent, 2, 100).await;
     }
     let replica_port = replica.port.to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut promoted = None;
-    let restored = loop {
-        if promoted.is_none()
-            && sentinels[0]
-                .cli(&["SENTINEL", "get-master-addr-by-name", "tracker"])
-                .contains(&replica_port)
-        {
-            promoted = Some(killed.elapsed());
-        }
-        let m = scrape_metrics(a.admin).await;
-        if resyncs(&m) > before && sample(&m, "swarmgate_cluster_link_up") == 1.0 {
-            break killed.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the instance never followed the failover: {}",
-            readyz(&a).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let promoted = promoted.unwrap_or(restored);
+    let (promoted, restored) = writes_resume_after_failover(&a, before, killed, || {
+        sentinels[0]
+            .cli(&["SENTINEL", "get-master-addr-by-name", "tracker"])
+            .contains(&replica_port)
+    })
+    .await;
     println!(
         "sentinel failover: the replica was named primary {:.2} s after the kill; writes flowed again \
          after {:.2} s, {:.2} s after that",
@@ -613,14 +589,7 @@ async fn with_sentinel_instances_follow_a_failover_to_the_new_primary_and_lose_n
     // Nothing lost: a fresh instance finds the new primary through the
     // sentinels and lists both peers of every swarm from its first answer.
     let fresh = instance_with(&dir, "fresh", &via_sentinels);
-    for torrent in 1..=SWARMS {
-        let (_, incomplete, peers) = fresh.announce(torrent, 3, 100).await;
-        assert_eq!(
-            (incomplete, ports(&peers)),
-            (3, vec![7001, 7002]),
-            "swarm {torrent}"
-        );
-    }
+    both_peers_listed(&fresh, SWARMS).await;
     drop((a, fresh));
     drop((sentinels, replica));
     let _ = std::fs::remove_dir_all(&dir);

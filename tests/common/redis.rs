@@ -134,6 +134,24 @@ impl Pki {
     pub fn file(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+
+    /// `redis-cli` over TLS to 127.0.0.1:`port`, with this CA and the
+    /// client certificate.
+    pub fn redis_cli(&self, port: u16) -> Command {
+        let mut command = Command::new("redis-cli");
+        command
+            .args(["--tls", "--cacert", &self.file("ca.pem")])
+            .args(["--cert", &self.file("client.pem")])
+            .args(["--key", &self.file("client.key")])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--no-auth-warning",
+            ]);
+        command
+    }
 }
 
 impl RedisProcess {
@@ -174,21 +192,8 @@ impl RedisProcess {
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let pong = Command::new("redis-cli")
-                .args(["--tls", "--cacert", &pki.file("ca.pem")])
-                .args([
-                    "--cert",
-                    &pki.file("client.pem"),
-                    "--key",
-                    &pki.file("client.key"),
-                ])
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "--no-auth-warning",
-                ])
+            let pong = pki
+                .redis_cli(port)
                 .args(auth)
                 .arg("PING")
                 .output()
@@ -280,15 +285,8 @@ impl RedisProcess {
     /// `redis-cli` over TLS (the [`Pki`]'s CA and client certificate) with
     /// `args` against this server, its stdout.
     pub fn cli_tls(&self, pki: &Pki, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["--tls", "--cacert", &pki.file("ca.pem")])
-            .args([
-                "--cert",
-                &pki.file("client.pem"),
-                "--key",
-                &pki.file("client.key"),
-            ])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        let output = pki
+            .redis_cli(self.port)
             .args(args)
             .output()
             .expect("redis-cli runs (apt-get install redis-tools)");
