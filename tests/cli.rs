@@ -6,11 +6,33 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_swarmgate");
 
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+/// A configuration file in the temp dir, deleted when the test ends.
+struct TempConfig(std::path::PathBuf);
+
+impl std::ops::Deref for TempConfig {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempConfig {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_config(name: &str, text: &str) -> TempConfig {
     let path =
         std::env::temp_dir().join(format!("swarmgate-test-{}-{name}.toml", std::process::id()));
     std::fs::write(&path, text).expect("write config");
-    path
+    TempConfig(path)
 }
 
 #[test]

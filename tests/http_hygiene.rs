@@ -20,12 +20,15 @@ struct Tracker {
     child: Child,
     http: SocketAddr,
     admin: SocketAddr,
+    /// Its configuration file, deleted with it.
+    config: std::path::PathBuf,
 }
 
 impl Drop for Tracker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
     }
 }
 
@@ -57,6 +60,7 @@ impl Tracker {
             child,
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            config: path,
         };
         (tracker.http, tracker.admin) = wait_for(&lines, "naming the listeners", |line| {
             let value: serde_json::Value = serde_json::from_str(line).expect("JSON log line");

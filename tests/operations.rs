@@ -286,4 +286,5 @@ async fn a_sighup_right_after_the_serving_line_is_a_reload() {
         }
         assert!(tracker.stop().success(), "attempt {attempt}: a clean stop");
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }

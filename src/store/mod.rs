@@ -268,17 +268,33 @@ mod tests {
         })
     }
 
-    fn temp(name: &str) -> PathBuf {
+    /// A directory of the test's own, deleted when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn snapshot(&self) -> PathBuf {
+            self.0.join("snapshot.bin")
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp(name: &str) -> Scratch {
         let dir =
             std::env::temp_dir().join(format!("swarmgate-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
-        dir.join("snapshot.bin")
+        Scratch(dir)
     }
 
     #[test]
     fn a_restart_restores_counts_and_drops_what_expired_meanwhile() {
-        let path = temp("restore");
+        let scratch = temp("restore");
+        let path = scratch.snapshot();
         let old = engine();
         let t0 = old.epoch();
         // Torrent 1: two seeders and a leecher, one of them over IPv6; torrent
@@ -353,7 +369,8 @@ mod tests {
 
     #[test]
     fn damaged_files_are_moved_aside_and_a_missing_one_is_a_first_start() {
-        let path = temp("damaged");
+        let scratch = temp("damaged");
+        let path = scratch.snapshot();
         let new = engine();
         assert_eq!(load(&new, &path, new.epoch(), 5), Loaded::Missing);
         let mut damaged = snapshot::MAGIC.to_vec();
