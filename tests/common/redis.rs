@@ -19,6 +19,18 @@ pub struct RedisProcess {
     dir: PathBuf,
 }
 
+/// `redis-server` on loopback with no persistence, its files in `dir`.
+fn server_command(dir: &Path) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--logfile", "redis.log"]);
+    command
+}
+
 /// A free port whose cluster bus port (+10000) is free too.
 fn free_port_pair() -> u16 {
     for _ in 0..100 {
@@ -164,32 +176,14 @@ impl RedisProcess {
         let port = free_port_pair();
         let dir = dir.join(format!("redis-tls-{port}"));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
+        let mut command = server_command(&dir);
+        command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
             .args(["--tls-cert-file", &pki.file("server.pem")])
             .args(["--tls-key-file", &pki.file("server.key")])
             .args(["--tls-ca-cert-file", &pki.file("ca.pem")])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--logfile", "redis.log"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server)");
-        let mut server = Self {
-            child: Some(child),
-            port,
-            dir,
-        };
+            .args(extra);
+        let mut server = Self::spawn(command, port, dir);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let pong = pki
@@ -212,6 +206,22 @@ impl RedisProcess {
                 "TLS redis on {port} never answered"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `command` (its output discarded) as the server on `port`.
+    fn spawn(mut command: Command, port: u16, dir: PathBuf) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server runs (apt-get install redis-server redis-tools; ./scripts/test does)",
+            );
+        Self {
+            child: Some(child),
+            port,
+            dir,
         }
     }
 
@@ -252,18 +262,9 @@ impl RedisProcess {
             ),
         )
         .expect("sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel runs");
-        let mut sentinel = Self {
-            child: Some(child),
-            port,
-            dir,
-        };
+        let mut command = Command::new("redis-server");
+        command.arg(&conf).arg("--sentinel");
+        let mut sentinel = Self::spawn(command, port, dir);
         sentinel.wait_until(
             |reply| reply.starts_with("+PONG"),
             &["PING"],
@@ -303,13 +304,8 @@ impl RedisProcess {
     pub fn start_on(dir: &Path, port: u16, cluster: bool) -> Self {
         let dir = dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--logfile", "redis.log"]);
+        let mut command = server_command(&dir);
+        command.args(["--port", &port.to_string()]);
         if cluster {
             command.args([
                 "--cluster-enabled",
@@ -320,18 +316,7 @@ impl RedisProcess {
                 "2000",
             ]);
         }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server runs (apt-get install redis-server redis-tools; ./scripts/test does)",
-            );
-        let mut server = Self {
-            child: Some(child),
-            port,
-            dir,
-        };
+        let mut server = Self::spawn(command, port, dir);
         server.wait_until(
             |reply| reply.starts_with("+PONG"),
             &["PING"],
