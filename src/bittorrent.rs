@@ -197,6 +197,12 @@ pub struct StoredPeer {
     pub completed: bool,
     /// Seconds of its lifetime left when it was stored.
     pub remaining_secs: u32,
+    /// Its place in the swarm's join sequence, kept as is wherever the peer
+    /// goes: every instance ranks a region's leechers by it (then by id)
+    /// for the bridgehead guard, however late it learned of each. 0 when
+    /// not known (a record from an older swarmgate): the engine that lists
+    /// it numbers it as a newcomer.
+    pub join_seq: u32,
 }
 
 /// One swarm as a snapshot keeps it.

@@ -6,6 +6,11 @@
 //! what was announced (a state waited on, not a time), each instance must
 //! answer as one tracker would: the same counts, every peer, nearest tier
 //! first, the seeder guard, stops and completions seen everywhere.
+//!
+//! The bridgehead guard is on (the default, one per region), so every mode
+//! must also agree on which leecher of a region links regions: a rollout
+//! spread over all instances (three on Redis) hands far peers to as many
+//! leechers as one instance does, and to the same one everywhere.
 
 mod common;
 
@@ -39,6 +44,10 @@ struct Deployment {
     restart: Option<Config>,
     /// Peers each instance handed out since it started.
     handed: Vec<u64>,
+    /// The `downloaded` every announce reports, raised each time: a
+    /// leecher's download never stands still, so none reads as stalled
+    /// (the guard hands stalled leechers far peers) however slow the run.
+    progress: u64,
     _redis: Option<Box<dyn std::any::Any>>,
 }
 
@@ -49,12 +58,7 @@ fn config(redis: Option<(&str, &str)>) -> Config {
         site("127.2.0.0/16", "b", "east"),
         site("127.3.0.0/16", "c", "west"),
     ];
-    // The suite checks the full reply (everyone, when numwant exceeds the
-    // swarm) and that every instance answers alike. The bridgehead guard
-    // withholds far peers from most leechers by design, and ranks leechers
-    // by the order each instance learned of them, so it is off here; it is
-    // tested in swarm::locality_tests and on the namespaced testbed.
-    config.locality.bridgeheads = 0;
+    assert_eq!(config.locality.bridgeheads, 1, "the default guard");
     if let Some((urls, namespace)) = redis {
         config.cluster.redis = urls.into();
         config.cluster.namespace = namespace.into();
@@ -78,6 +82,7 @@ impl Deployment {
             instances: vec![start(config(None)).await],
             restart: None,
             handed: vec![0],
+            progress: 0,
             _redis: None,
         }
     }
@@ -90,38 +95,52 @@ impl Deployment {
             instances: vec![start(config.clone()).await],
             restart: Some(config),
             handed: vec![0],
+            progress: 0,
             _redis: None,
         }
     }
 
-    async fn redis_pair(dir: &std::path::Path) -> Self {
+    async fn redis_trio(dir: &std::path::Path) -> Self {
         let redis = RedisProcess::start(dir, false);
         let url = redis.url();
-        Self::pair_on("two instances, standalone Redis", &url, Box::new(redis)).await
+        Self::on_redis(
+            "three instances, standalone Redis",
+            3,
+            &url,
+            Box::new(redis),
+        )
+        .await
     }
 
     async fn redis_cluster_pair(dir: &std::path::Path) -> Self {
         let redis = RedisCluster::start(dir);
         let urls = redis.urls();
-        Self::pair_on(
+        Self::on_redis(
             "two instances, Redis Cluster of three",
+            2,
             &urls,
             Box::new(redis),
         )
         .await
     }
 
-    /// Two instances on the Redis at `urls`, which `redis` keeps running.
-    async fn pair_on(name: &'static str, urls: &str, redis: Box<dyn std::any::Any>) -> Self {
+    /// `count` instances on the Redis at `urls`, which `redis` keeps running.
+    async fn on_redis(
+        name: &'static str,
+        count: usize,
+        urls: &str,
+        redis: Box<dyn std::any::Any>,
+    ) -> Self {
         let mut instances = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..count {
             instances.push(start(config(Some((urls, "conformance")))).await);
         }
         Self {
             name,
             instances,
             restart: None,
-            handed: vec![0, 0],
+            handed: vec![0; count],
+            progress: 0,
             _redis: Some(redis),
         }
     }
@@ -175,11 +194,29 @@ impl Deployment {
         left: u64,
         extra: &str,
     ) -> (i64, i64, Vec<SocketAddr>) {
+        self.ask_about(1, turn, source, peer, port, left, extra)
+            .await
+    }
+
+    /// As [`Deployment::ask`], for torrent `torrent`.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_about(
+        &mut self,
+        torrent: u8,
+        turn: usize,
+        source: &str,
+        peer: u8,
+        port: u16,
+        left: u64,
+        extra: &str,
+    ) -> (i64, i64, Vec<SocketAddr>) {
         let client = reqwest::Client::builder()
             .local_address(source.parse::<IpAddr>().expect("ip"))
             .build()
             .expect("client");
-        let query = announce_query(1, peer, port, left, &format!("&compact=1{extra}"));
+        self.progress += 1 << 20;
+        let query = announce_query(torrent, peer, port, left, &format!("&compact=1{extra}"))
+            .replace("&downloaded=0&", &format!("&downloaded={}&", self.progress));
         let body = client
             .get(format!("http://{}/announce?{query}", self.http(turn)))
             .send()
@@ -246,15 +283,18 @@ fn tier_of(addr: &SocketAddr) -> usize {
 async fn conformance(mut deployment: Deployment) {
     let name = deployment.name;
     let n = deployment.instances.len();
-    // The nine peers, spread over the instances; the announcer too.
+    // The announcer joins first, and every instance lists it before anyone
+    // else joins: it is its region's bridgehead everywhere, so it is handed
+    // every peer. Then the nine peers, spread over the instances.
+    deployment
+        .ask(0, ANNOUNCER, 99, 7000, 100, "&numwant=0")
+        .await;
+    deployment.settled(0, 1).await;
     for (i, (ip, port, _)) in PEERS.iter().enumerate() {
         deployment
             .ask(i, ip, i as u8 + 1, *port, 100, "&numwant=0")
             .await;
     }
-    deployment
-        .ask(0, ANNOUNCER, 99, 7000, 100, "&numwant=0")
-        .await;
     deployment.settled(0, 10).await;
 
     for turn in 0..n {
@@ -278,6 +318,24 @@ async fn conformance(mut deployment: Deployment) {
             let tiers: Vec<usize> = five.iter().map(tier_of).collect();
             assert_eq!(tiers, [0, 0, 1, 1, 2], "{name}, instance {turn}: {five:?}");
         }
+        // A later leecher of the announcer's region is no bridgehead on
+        // any instance: it is handed its own region only.
+        let (ip, port, _) = PEERS[0];
+        let (_, _, near) = deployment.ask(turn, ip, 1, port, 100, "&numwant=50").await;
+        let mut near: Vec<String> = near.iter().map(SocketAddr::to_string).collect();
+        near.sort();
+        assert_eq!(
+            near,
+            [
+                "127.1.1.1:7000",
+                "127.1.1.3:7002",
+                "127.1.2.2:7003",
+                "127.1.3.2:7004",
+                "127.2.1.2:7005",
+                "127.2.2.2:7006"
+            ],
+            "{name}, instance {turn}"
+        );
     }
     deployment.check_tier_counts();
 
@@ -328,20 +386,103 @@ async fn conformance(mut deployment: Deployment) {
         scrapes.windows(2).all(|pair| pair[0] == pair[1]),
         "{name}: scrapes differ"
     );
-    // A seeder is handed leechers only, on every instance.
-    let seeder = SocketAddr::new(first.0.parse().expect("ip"), first.1);
+    // A seeder is handed leechers only, on every instance; and the east
+    // holds a seeder now, so its leechers serve themselves and are handed
+    // to no one afar: the west seeder gets the west leecher and the one
+    // outside every site.
     for turn in 0..n {
         let (_, _, all) = deployment
             .ask(turn, "127.3.9.9", 50, 7050, 0, "&numwant=50")
             .await;
-        assert_eq!(all.len(), 8, "{name}: {all:?}");
-        assert!(
-            !all.contains(&seeder),
-            "{name}: a seeder got a seeder: {all:?}"
+        let mut all: Vec<String> = all.iter().map(SocketAddr::to_string).collect();
+        all.sort();
+        assert_eq!(
+            all,
+            ["127.3.1.2:7007", "127.9.9.2:7008"],
+            "{name}, instance {turn}"
         );
     }
     deployment.check_tier_counts();
+    // One instance hands far peers to one west leecher (the east holds a
+    // seeder, so its leechers stay home); so must any number of them.
+    let linked = rollout(&mut deployment).await;
+    assert!(
+        linked.len() == 1 && linked[0].starts_with("127.3."),
+        "{name}: one bridgehead in the west, as on one instance: {linked:?}"
+    );
     deployment.shutdown().await;
+}
+
+/// West leechers of torrent 2 in a rollout, and the east ones.
+const WEST: usize = 12;
+const EAST: usize = 6;
+
+/// Where rollout leecher `k` announces from (the west ones first).
+fn rollout_leecher(k: usize) -> (String, u16) {
+    if k < WEST {
+        (format!("127.3.{}.{}", 1 + k / 4, 10 + k), 7200 + k as u16)
+    } else {
+        (format!("127.2.5.{}", 10 + k), 7300 + k as u16)
+    }
+}
+
+/// Torrent 2 rolls out: an origin seeder in the east, then every leecher
+/// at once, each to instance `k % n`. Once every instance lists everyone,
+/// each leecher asks each instance: every instance must hand far peers to
+/// the same leechers. Returns them (sorted), as `ip:port`.
+async fn rollout(deployment: &mut Deployment) -> Vec<String> {
+    let name = deployment.name;
+    let n = deployment.instances.len();
+    let before = deployment.instances[0].engine.census();
+    deployment
+        .ask_about(2, 0, "127.1.9.9", 200, 7100, 0, "&numwant=0")
+        .await;
+    // The rollout's announces run at once: whatever order they arrive in,
+    // and whichever instance hears of each first.
+    let announces: Vec<_> = (0..WEST + EAST)
+        .map(|k| {
+            let (ip, port) = rollout_leecher(k);
+            let addr = deployment.http(k % n);
+            async move {
+                let client = reqwest::Client::builder()
+                    .local_address(ip.parse::<IpAddr>().expect("ip"))
+                    .build()
+                    .expect("client");
+                let query = announce_query(2, 100 + k as u8, port, 100, "&compact=1&numwant=50");
+                let status = client
+                    .get(format!("http://{addr}/announce?{query}"))
+                    .send()
+                    .await
+                    .expect("sent")
+                    .status();
+                assert_eq!(status, 200);
+            }
+        })
+        .collect();
+    futures_util::future::join_all(announces).await;
+    deployment
+        .settled(before.seeders + 1, before.leechers + WEST + EAST)
+        .await;
+    let mut linked_by: Vec<Vec<String>> = vec![Vec::new(); n];
+    for (turn, linked) in linked_by.iter_mut().enumerate() {
+        for k in 0..WEST + EAST {
+            let (ip, port) = rollout_leecher(k);
+            let (_, _, peers) = deployment
+                .ask_about(2, turn, &ip, 100 + k as u8, port, 100, "&numwant=50")
+                .await;
+            let west = |addr: &SocketAddr| addr.to_string().starts_with("127.3.");
+            let me_west = k < WEST;
+            if peers.iter().any(|peer| west(peer) != me_west) {
+                linked.push(format!("{ip}:{port}"));
+            }
+        }
+        linked.sort();
+    }
+    assert!(
+        linked_by.windows(2).all(|pair| pair[0] == pair[1]),
+        "{name}: instances disagree on who links regions: {linked_by:?}"
+    );
+    linked_by.swap_remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,9 +498,9 @@ async fn a_single_instance_restarted_from_its_snapshot_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_on_standalone_redis_conform() {
+async fn three_instances_on_standalone_redis_conform() {
     let dir = temp_dir("conformance-redis");
-    conformance(Deployment::redis_pair(&dir).await).await;
+    conformance(Deployment::redis_trio(&dir).await).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

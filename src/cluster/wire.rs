@@ -6,9 +6,13 @@
 //!   and swarms spread over nodes by infohash.
 //! - **Fields.** A peer is keyed by its id and address family (a dual-stack
 //!   client is listed once per family, as in the engine): 21 bytes.
-//! - **Values.** Flags, address and the absolute expiry in Unix seconds (the
-//!   instances' clocks agree on wall time, not on their process epochs):
-//!   11 bytes for IPv4, 23 for IPv6.
+//! - **Values.** Flags, address, the absolute expiry in Unix seconds (the
+//!   instances' clocks agree on wall time, not on their process epochs) and
+//!   the peer's join sequence number (flagged [`JOINED`]): 15 bytes for
+//!   IPv4, 27 for IPv6. The number is copied, never recomputed, so every
+//!   instance ranks a region's leechers alike. A value without the flag
+//!   (written by a swarmgate before it) reads as number 0, not known: the
+//!   instance that lists the peer numbers it as a newcomer.
 //! - **Batches** on the channel: a header (magic, sender, send time) and the
 //!   changes, each a swarm, a field and a value. Expiries are never sent:
 //!   every instance expires a peer itself at the expiry it was given.
@@ -31,6 +35,8 @@ const COMPLETED: u8 = 1 << 1;
 const V6: u8 = 1 << 2;
 /// Batch entry flag: the peer stopped (no value follows the field's flags).
 const STOPPED: u8 = 1 << 3;
+/// Value flag: the join sequence number follows the expiry.
+const JOINED: u8 = 1 << 4;
 
 /// A hash field: the peer id and its address family.
 pub type Field = [u8; 21];
@@ -123,13 +129,13 @@ pub fn field(peer: &StoredPeer) -> Field {
 
 /// The hash value of a peer listed until `expires_unix`.
 pub fn value(peer: &StoredPeer, expires_unix: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(23);
+    let mut out = Vec::with_capacity(27);
     put_value(&mut out, peer, expires_unix);
     out
 }
 
 fn put_value(out: &mut Vec<u8>, peer: &StoredPeer, expires_unix: u32) {
-    let mut flags = 0;
+    let mut flags = JOINED;
     if peer.seeder {
         flags |= SEEDER;
     }
@@ -146,6 +152,7 @@ fn put_value(out: &mut Vec<u8>, peer: &StoredPeer, expires_unix: u32) {
     }
     out.extend_from_slice(&peer.addr.port().to_be_bytes());
     out.extend_from_slice(&expires_unix.to_be_bytes());
+    out.extend_from_slice(&peer.join_seq.to_be_bytes());
 }
 
 /// A stored peer read back: its lifetime left at `unix_now` (zero: expired).
@@ -308,11 +315,11 @@ impl Reader<'_> {
         slice.try_into().map_err(|_| WireError::Truncated(self.at))
     }
 
-    /// A value (flags, address, expiry) for the peer named by `field`
-    /// (`STOPPED` is allowed here; batches give it meaning).
+    /// A value (flags, address, expiry, join sequence) for the peer named by
+    /// `field` (`STOPPED` is allowed here; batches give it meaning).
     fn peer(&mut self, field: &Field, unix_now: u64) -> Result<StoredPeer, WireError> {
         let [flags] = self.array()?;
-        if flags & !(SEEDER | COMPLETED | V6 | STOPPED) != 0 {
+        if flags & !(SEEDER | COMPLETED | V6 | STOPPED | JOINED) != 0 {
             return Err(WireError::Flags(flags));
         }
         let ip = if flags & V6 != 0 {
@@ -322,6 +329,11 @@ impl Reader<'_> {
         };
         let port = u16::from_be_bytes(self.array()?);
         let expires = u32::from_be_bytes(self.array()?);
+        let join_seq = if flags & JOINED != 0 {
+            u32::from_be_bytes(self.array()?)
+        } else {
+            0
+        };
         let mut id = [0; 20];
         id.copy_from_slice(&field[..20]);
         Ok(StoredPeer {
@@ -330,6 +342,7 @@ impl Reader<'_> {
             seeder: flags & SEEDER != 0,
             completed: flags & COMPLETED != 0,
             remaining_secs: remaining(expires, unix_now),
+            join_seq,
         })
     }
 }
@@ -368,28 +381,32 @@ mod tests {
             any::<bool>(),
             any::<bool>(),
             0u32..100_000,
+            any::<u32>(),
         )
-            .prop_map(|(id, v6, ip, port, seeder, completed, remaining_secs)| {
-                let ip = if v6 {
-                    IpAddr::V6(Ipv6Addr::from(ip))
-                } else {
-                    IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]))
-                };
-                StoredPeer {
-                    id: PeerId(id),
-                    addr: SocketAddr::new(ip, port),
-                    seeder,
-                    completed,
-                    remaining_secs,
-                }
-            })
+            .prop_map(
+                |(id, v6, ip, port, seeder, completed, remaining_secs, join_seq)| {
+                    let ip = if v6 {
+                        IpAddr::V6(Ipv6Addr::from(ip))
+                    } else {
+                        IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]))
+                    };
+                    StoredPeer {
+                        id: PeerId(id),
+                        addr: SocketAddr::new(ip, port),
+                        seeder,
+                        completed,
+                        remaining_secs,
+                        join_seq,
+                    }
+                },
+            )
     }
 
     proptest! {
         #[test]
         fn stored_peers_round_trip(peer in peer_strategy(), now in 1_700_000_000u64..1_900_000_000) {
             let value = value(&peer, expires_unix(peer.remaining_secs, now));
-            prop_assert_eq!(value.len(), if peer.addr.is_ipv6() { 23 } else { 11 });
+            prop_assert_eq!(value.len(), if peer.addr.is_ipv6() { 27 } else { 15 });
             prop_assert_eq!(decode_peer(&field(&peer), &value, now), Ok(peer));
             // Later, the same peer has less left.
             let later = decode_peer(&field(&peer), &value, now + 10).map(|p| p.remaining_secs);
@@ -436,6 +453,38 @@ mod tests {
         }
     }
 
+    /// A value written before join sequences were carried (no `JOINED`
+    /// flag, 11 bytes) still reads, with the number not known (0).
+    #[test]
+    fn values_without_a_join_sequence_still_read() {
+        let peer = StoredPeer {
+            id: PeerId([7; 20]),
+            addr: "10.0.0.7:6881".parse().expect("address"),
+            seeder: true,
+            completed: true,
+            remaining_secs: 30,
+            join_seq: 41,
+        };
+        let mut old = value(&peer, 1_800_000_030);
+        old[0] &= !JOINED;
+        old.truncate(11);
+        let read = decode_peer(&field(&peer), &old, 1_800_000_000).expect("old value reads");
+        assert_eq!(read.join_seq, 0);
+        assert_eq!(
+            read,
+            StoredPeer {
+                join_seq: read.join_seq,
+                ..peer
+            }
+        );
+        // The flag without the four bytes is a damaged value.
+        old[0] |= JOINED;
+        assert_eq!(
+            decode_peer(&field(&peer), &old, 0),
+            Err(WireError::Truncated(11))
+        );
+    }
+
     #[test]
     fn damaged_values_are_refused() {
         let peer = StoredPeer {
@@ -444,6 +493,7 @@ mod tests {
             seeder: false,
             completed: false,
             remaining_secs: 10,
+            join_seq: 3,
         };
         let mut stored = value(&peer, 100);
         assert_eq!(

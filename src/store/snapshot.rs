@@ -8,14 +8,17 @@
 //! header  magic "SGSNAP\r\n" | version u32 | reserved u32 | written_at u64 (Unix s)
 //!         | swarms u64 | peers u64                                        40 bytes
 //! swarm   infohash [20] | downloaded u32 | v4 peers u32 | v6 peers u32     32 bytes
-//! v4 peer id [20] | ip [4]  | port u16 | flags u8 | remaining u32          31 bytes
-//! v6 peer id [20] | ip [16] | port u16 | flags u8 | remaining u32          43 bytes
+//! v4 peer id [20] | ip [4]  | port u16 | flags u8 | remaining u32 | join_seq u32  35 bytes
+//! v6 peer id [20] | ip [16] | port u16 | flags u8 | remaining u32 | join_seq u32  47 bytes
 //! trailer SHA-256 of everything before it                                 32 bytes
 //! ```
 //!
 //! `remaining` is the peer's lifetime left, in seconds, when the file was
 //! written; wall-clock time, so a loader subtracts the time the process was
-//! down. The magic's `\r\n` catches a file mangled by a text transfer, the
+//! down. `join_seq` is the peer's place in its swarm's join sequence, which
+//! ranks a region's leechers for the bridgehead guard. Version 1 files
+//! (without it) still load: their peers are numbered as they are restored,
+//! in file order, which is the order a version 1 writer kept. The magic's `\r\n` catches a file mangled by a text transfer, the
 //! version a file from a newer swarmgate, the checksum everything else.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -27,11 +30,15 @@ use crate::bittorrent::{InfoHash, PeerId, StoredPeer, StoredSwarm};
 /// The first bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"SGSNAP\r\n";
 /// The format this build writes and the newest it reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The oldest format this build reads (no join sequence numbers).
+const VERSION_WITHOUT_JOINED: u32 = 1;
 const HEADER: usize = 40;
 const SWARM: usize = 32;
-const V4_PEER: usize = 31;
-const V6_PEER: usize = 43;
+const V4_PEER: usize = 35;
+const V6_PEER: usize = 47;
+/// What a peer's join sequence number adds to its record from version 2 on.
+const JOINED: usize = 4;
 const TRAILER: usize = 32;
 
 const SEEDER: u8 = 1;
@@ -122,6 +129,7 @@ impl Encoder {
                 self.bytes.push(flags);
                 self.bytes
                     .extend_from_slice(&peer.remaining_secs.to_le_bytes());
+                self.bytes.extend_from_slice(&peer.join_seq.to_le_bytes());
             }
         }
         self.swarms += 1;
@@ -196,6 +204,10 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
     if version > VERSION {
         return Err(SnapshotError::TooNew(version));
     }
+    if version < VERSION_WITHOUT_JOINED {
+        return Err(SnapshotError::Inconsistent("format version 0"));
+    }
+    let with_joined = version > VERSION_WITHOUT_JOINED;
     if digest::digest(&digest::SHA256, body).as_ref() != trailer {
         return Err(SnapshotError::Checksum);
     }
@@ -221,7 +233,12 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         if v4 + v6 == 0 {
             return Err(SnapshotError::Inconsistent("an empty swarm"));
         }
-        let most = reader.bytes.len() / V4_PEER;
+        let smallest = if with_joined {
+            V4_PEER
+        } else {
+            V4_PEER - JOINED
+        };
+        let most = reader.bytes.len() / smallest;
         let mut peers = Vec::with_capacity((v4 + v6).min(most));
         for family_v4 in [true, false] {
             for _ in 0..if family_v4 { v4 } else { v6 } {
@@ -237,6 +254,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
                     return Err(SnapshotError::Inconsistent("unknown peer flags"));
                 }
                 let remaining_secs = reader.u32()?;
+                let join_seq = if with_joined { reader.u32()? } else { 0 };
                 let addr = match ip {
                     std::net::IpAddr::V4(ip) => SocketAddr::V4(SocketAddrV4::new(ip, port)),
                     std::net::IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
@@ -247,6 +265,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
                     seeder: flags & SEEDER != 0,
                     completed: flags & COMPLETED != 0,
                     remaining_secs,
+                    join_seq,
                 });
             }
         }
@@ -285,6 +304,7 @@ mod tests {
             seeder: n.is_multiple_of(3),
             completed: n.is_multiple_of(2),
             remaining_secs: 100 + u32::from(n),
+            join_seq: 1 + u32::from(n),
         }
     }
 
@@ -331,6 +351,45 @@ mod tests {
         );
     }
 
+    /// A version 1 file (no join sequence numbers) loads, each number
+    /// not known (0).
+    #[test]
+    fn version_1_files_load_without_join_sequences() {
+        let snapshot = sample();
+        let mut encoder = Encoder::new(snapshot.written_at, 0);
+        for swarm in &snapshot.swarms {
+            encoder.swarm(swarm);
+        }
+        let mut body = encoder.finish();
+        body.truncate(body.len() - TRAILER);
+        // Rewrite it as version 1: every peer record loses its last 4 bytes.
+        let mut old = body[..HEADER].to_vec();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let mut at = HEADER;
+        for swarm in &snapshot.swarms {
+            old.extend_from_slice(&body[at..at + SWARM]);
+            at += SWARM;
+            for peer in &swarm.peers {
+                let len = if peer.addr.is_ipv6() {
+                    V6_PEER
+                } else {
+                    V4_PEER
+                };
+                old.extend_from_slice(&body[at..at + len - JOINED]);
+                at += len;
+            }
+        }
+        let sum = digest::digest(&digest::SHA256, &old);
+        old.extend_from_slice(sum.as_ref());
+        let mut expected = snapshot.clone();
+        for swarm in &mut expected.swarms {
+            for peer in &mut swarm.peers {
+                peer.join_seq = 0;
+            }
+        }
+        assert_eq!(decode(&old), Ok(expected));
+    }
+
     #[test]
     fn every_kind_of_damage_is_named() {
         let bytes = encode(&sample());
@@ -340,8 +399,8 @@ mod tests {
             Err(SnapshotError::Foreign)
         );
         let mut newer = bytes.clone();
-        newer[8] = 2;
-        assert_eq!(decode(&newer), Err(SnapshotError::TooNew(2)));
+        newer[8] = 3;
+        assert_eq!(decode(&newer), Err(SnapshotError::TooNew(3)));
         for cut in [bytes.len() - 1, bytes.len() - 40, HEADER + TRAILER] {
             assert_eq!(
                 decode(&bytes[..cut]),
@@ -388,7 +447,9 @@ mod tests {
             let _ = decode(&bytes);
             if bytes.len() >= HEADER + TRAILER {
                 bytes[..8].copy_from_slice(MAGIC);
-                bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+                // Both formats this build reads.
+                let version = 1 + u32::from(bytes[12] & 1);
+                bytes[8..12].copy_from_slice(&version.to_le_bytes());
                 let body = bytes.len() - TRAILER;
                 let sum = digest::digest(&digest::SHA256, &bytes[..body]);
                 bytes[body..].copy_from_slice(sum.as_ref());

@@ -1,5 +1,5 @@
 //! The compact layout of a small IPv4 swarm: one exactly sized allocation of
-//! 36-byte entries, seeders first, and nothing else.
+//! 40-byte entries, seeders first, leechers in join order, and nothing else.
 //!
 //! Most swarms are small (a layer pulled by a handful of agents), and the full
 //! [`PeerSet`] spends a hash table and four vectors on each. Here a lookup is a
@@ -11,7 +11,10 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::locality::{Locality, Topology};
-use super::peers::{Candidates, LEECHERS, PeerSet, Removed, SEEDERS, Slot, saturating_u32};
+use super::peers::{
+    Candidates, JoinKey, LEECHERS, PeerSet, Removed, SEEDERS, Slot, earlier_seq, join_key,
+    saturating_u32,
+};
 use super::transfer::Reported;
 use crate::bittorrent::PeerId;
 
@@ -25,8 +28,8 @@ const COMPLETED: u32 = 1 << 30;
 /// `expiry` bits: engine seconds at which the peer is dropped (34 years of range).
 const SECONDS: u32 = COMPLETED - 1;
 
-/// One peer in 36 bytes: id, address, zone, expiry with two flags, and its
-/// last reported transfer totals.
+/// One peer in 40 bytes: id, address, zone, expiry with two flags, its
+/// last reported transfer totals, and its join sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     id: PeerId,
@@ -35,6 +38,8 @@ struct Entry {
     zone: u16,
     expiry: u32,
     reported: Reported,
+    /// Its place in the swarm's join sequence; see [`JoinKey`].
+    join_seq: u32,
 }
 
 impl Entry {
@@ -52,6 +57,10 @@ impl Entry {
 
     fn addr(&self) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::from(self.ip), self.port)
+    }
+
+    fn key(&self) -> JoinKey {
+        join_key(self.join_seq, &self.id)
     }
 }
 
@@ -97,14 +106,15 @@ impl CompactSet {
         position_of(&self.entries, id)
     }
 
-    /// The listed peer with this id: address, seeder, completed, expiry.
-    pub(super) fn get(&self, id: &PeerId) -> Option<(SocketAddrV4, bool, bool, u32)> {
+    /// The listed peer with this id: address, seeder, completed, expiry, joined.
+    pub(super) fn get(&self, id: &PeerId) -> Option<(SocketAddrV4, bool, bool, u32, u32)> {
         let entry = self.entries.get(self.position(id)?)?;
         Some((
             entry.addr(),
             entry.seeder(),
             entry.completed(),
             entry.expires_at(),
+            entry.join_seq,
         ))
     }
 
@@ -143,6 +153,7 @@ impl CompactSet {
     }
 
     /// Inserts or refreshes a peer, as [`PeerSet::upsert`] does.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn upsert(
         &mut self,
         id: PeerId,
@@ -151,6 +162,7 @@ impl CompactSet {
         seeder: bool,
         expires_at: u32,
         completing: bool,
+        join_seq: u32,
     ) -> Upsert {
         let listed_at = self.position(&id);
         if listed_at.is_none() && self.len() >= COMPACT_MAX {
@@ -163,12 +175,16 @@ impl CompactSet {
             zone,
             expiry: 0,
             reported: Reported::UNKNOWN,
+            join_seq,
         };
         let prior_expires_at = listed_at.map_or(0, |position| self.entries[position].expires_at());
         if let Some(position) = listed_at {
             let listed = self.entries[position];
             entry.reported = listed.reported;
-            if listed.seeder() == seeder {
+            // A listed peer keeps the lower number; a leecher whose number
+            // moves lower changes rank, so it is re-filed below.
+            entry.join_seq = earlier_seq(join_seq, listed.join_seq);
+            if listed.seeder() == seeder && (seeder || entry.join_seq == listed.join_seq) {
                 entry.expiry = expiry(seeder, listed.completed() || completing, expires_at);
                 self.entries[position] = entry;
                 return Upsert::Done {
@@ -178,9 +194,20 @@ impl CompactSet {
                 };
             }
         }
-        // A newcomer, or a role change (a leecher that finished counts as a
-        // completion): file it on its side of the seeder boundary, with one
-        // reallocation at most.
+        // A newcomer, a role change (a leecher that finished counts as a
+        // completion), or a leecher that joined earlier than this set knew:
+        // file it on its side of the seeder boundary, leechers in join
+        // order, with one reallocation at most.
+        if entry.join_seq == 0 {
+            // One past the highest listed: the set keeps no counter, so a
+            // number can come back after every holder of it left.
+            entry.join_seq = self
+                .entries
+                .iter()
+                .map(|listed| listed.join_seq)
+                .max()
+                .map_or(1, |highest| highest.saturating_add(1));
+        }
         let mut entries = std::mem::take(&mut self.entries).into_vec();
         let counted_before = listed_at.is_some_and(|position| entries.remove(position).completed());
         let finished = completing || (listed_at.is_some() && seeder);
@@ -188,7 +215,14 @@ impl CompactSet {
         let at = if seeder {
             entries.partition_point(Entry::seeder)
         } else {
-            entries.len()
+            let key = entry.key();
+            match entries.last() {
+                Some(last) if !last.seeder() && last.key() > key => {
+                    let seeders = entries.partition_point(Entry::seeder);
+                    seeders + entries[seeders..].partition_point(|listed| listed.key() < key)
+                }
+                _ => entries.len(),
+            }
         };
         entries.reserve_exact(1);
         entries.insert(at, entry);
@@ -247,8 +281,8 @@ impl CompactSet {
         }
     }
 
-    /// Calls `f(seeder, addr, id, expires_at, completed)` for every peer.
-    pub(super) fn for_each(&self, mut f: impl FnMut(bool, SocketAddrV4, &PeerId, u32, bool)) {
+    /// Calls `f(seeder, addr, id, expires_at, completed, joined)` for every peer.
+    pub(super) fn for_each(&self, mut f: impl FnMut(bool, SocketAddrV4, &PeerId, u32, bool, u32)) {
         for entry in self.entries.iter() {
             f(
                 entry.seeder(),
@@ -256,6 +290,7 @@ impl CompactSet {
                 &entry.id,
                 entry.expires_at(),
                 entry.completed(),
+                entry.join_seq,
             );
         }
     }
@@ -280,6 +315,7 @@ impl CompactSet {
                 entry.expires_at(),
                 // A new entry marked completing is listed as counted.
                 entry.completed(),
+                entry.join_seq,
             );
             set.exchange_reported(slot, entry.reported);
         }
@@ -293,7 +329,7 @@ impl CompactSet {
         }
         let mut entries = Vec::with_capacity(set.len());
         set.for_each_reported(
-            |seeder, addr, locality, id, expires_at, completed, reported| {
+            |seeder, addr, locality, id, expires_at, completed, join_seq, reported| {
                 entries.push(Entry {
                     id: *id,
                     ip: u32::from(*addr.ip()),
@@ -301,10 +337,12 @@ impl CompactSet {
                     zone: locality.zone,
                     expiry: expiry(seeder, completed, expires_at),
                     reported,
+                    join_seq,
                 });
             },
         );
-        // `for_each` yields seeders first.
+        // `for_each` yields seeders first, and leechers in join order (a
+        // set without an index keeps them so).
         Some(Self {
             entries: entries.into_boxed_slice(),
         })
@@ -380,8 +418,8 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_36_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 36);
+    fn an_entry_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
     }
 
     #[test]
@@ -390,18 +428,18 @@ mod tests {
         for n in 0..10 {
             let seeder = n % 3 == 0;
             assert!(matches!(
-                set.upsert(id(n), addr(n), 0, seeder, 100, false),
+                set.upsert(id(n), addr(n), 0, seeder, 100, false, 0),
                 Upsert::Done { first: false, .. }
             ));
         }
         assert_eq!((set.seeders(), set.leechers()), (4, 6));
         // A leecher finishing counts once and moves to the seeders.
         assert!(matches!(
-            set.upsert(id(1), addr(1), 0, true, 100, false),
+            set.upsert(id(1), addr(1), 0, true, 100, false, 0),
             Upsert::Done { first: true, .. }
         ));
         assert!(matches!(
-            set.upsert(id(1), addr(1), 0, true, 100, true),
+            set.upsert(id(1), addr(1), 0, true, 100, true, 0),
             Upsert::Done { first: false, .. }
         ));
         assert!(
@@ -420,14 +458,14 @@ mod tests {
     fn a_full_set_refuses_a_newcomer_but_refreshes_members() {
         let mut set = CompactSet::default();
         for n in 0..COMPACT_MAX as u8 {
-            set.upsert(id(n), addr(n), 0, false, 100, false);
+            set.upsert(id(n), addr(n), 0, false, 100, false, 0);
         }
         assert!(matches!(
-            set.upsert(id(200), addr(200), 0, false, 100, false),
+            set.upsert(id(200), addr(200), 0, false, 100, false, 0),
             Upsert::Full
         ));
         assert!(matches!(
-            set.upsert(id(3), addr(9), 0, false, 200, false),
+            set.upsert(id(3), addr(9), 0, false, 200, false, 0),
             Upsert::Done { first: false, .. }
         ));
         assert_eq!(set.len(), COMPACT_MAX);
@@ -436,9 +474,9 @@ mod tests {
     #[test]
     fn expiry_keeps_flags_apart_and_purge_drops_the_old() {
         let mut set = CompactSet::default();
-        set.upsert(id(1), addr(1), 0, true, 50, true);
-        set.upsert(id(2), addr(2), 0, false, 150, false);
-        set.upsert(id(3), addr(3), 0, false, u32::MAX, false);
+        set.upsert(id(1), addr(1), 0, true, 50, true, 0);
+        set.upsert(id(2), addr(2), 0, false, 150, false, 0);
+        set.upsert(id(3), addr(3), 0, false, u32::MAX, false, 0);
         assert!(set.has_completed(&id(1)));
         assert_eq!(set.purge(100), 1);
         assert_eq!(set.len(), 2);
@@ -452,7 +490,7 @@ mod tests {
         let topology = Topology::default();
         let mut set = CompactSet::default();
         for n in 0..12u8 {
-            set.upsert(id(n), addr(n), 0, n % 4 == 0, 100 + u32::from(n), n == 4);
+            set.upsert(id(n), addr(n), 0, n % 4 == 0, 100 + u32::from(n), n == 4, 0);
         }
         let full = set.to_full(&topology);
         assert_eq!(full.len(), 12);

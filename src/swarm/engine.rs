@@ -199,6 +199,8 @@ struct Listed {
     seeder: bool,
     completed: bool,
     expires_at: u32,
+    /// Its place in the swarm's join sequence.
+    join_seq: u32,
 }
 
 impl Shard {
@@ -451,7 +453,9 @@ impl Engine {
         };
         let reported = Reported::new(request.uploaded, request.downloaded);
         let (hit, last_report) = swarm.announce(
-            request, locality, expires_at, reported, &settings, &admission, rng, &mut peers,
+            request, locality, expires_at,
+            // A newcomer here is numbered next in its swarm's join sequence.
+            0, reported, &settings, &admission, rng, &mut peers,
         );
         if let Some(limit) = hit {
             shard.limit_hits.hit(limit);
@@ -697,6 +701,7 @@ impl Engine {
                 &request,
                 settings.topology.locate(peer.addr.ip()),
                 expires_at,
+                peer.join_seq,
                 Reported::UNKNOWN,
                 &settings,
                 &admission,
@@ -863,6 +868,7 @@ impl Listed {
             seeder: self.seeder,
             completed: self.completed,
             remaining_secs: self.expires_at.saturating_sub(now_secs),
+            join_seq: self.join_seq,
         }
     }
 }
@@ -973,19 +979,19 @@ impl Swarm {
     /// The announcer's entry in its address family, if listed.
     fn listed(&self, request: &AnnounceRequest) -> Option<Listed> {
         let id = &request.peer_id;
-        let (addr, seeder, completed, expires_at) = match (&self.peers, request.addr) {
+        let (addr, seeder, completed, expires_at, join_seq) = match (&self.peers, request.addr) {
             (Peers::Compact(set), SocketAddr::V4(_)) => {
-                let (addr, seeder, completed, expires_at) = set.get(id)?;
-                (addr.into(), seeder, completed, expires_at)
+                let (addr, seeder, completed, expires_at, join_seq) = set.get(id)?;
+                (addr.into(), seeder, completed, expires_at, join_seq)
             }
             (Peers::Compact(_), SocketAddr::V6(_)) => return None,
             (Peers::Full(sets), SocketAddr::V4(_)) => {
-                let (addr, seeder, completed, expires_at) = sets.v4.get(id)?;
-                (addr.into(), seeder, completed, expires_at)
+                let (addr, seeder, completed, expires_at, join_seq) = sets.v4.get(id)?;
+                (addr.into(), seeder, completed, expires_at, join_seq)
             }
             (Peers::Full(sets), SocketAddr::V6(_)) => {
-                let (addr, seeder, completed, expires_at) = sets.v6.get(id)?;
-                (addr.into(), seeder, completed, expires_at)
+                let (addr, seeder, completed, expires_at, join_seq) = sets.v6.get(id)?;
+                (addr.into(), seeder, completed, expires_at, join_seq)
             }
         };
         Some(Listed {
@@ -993,12 +999,13 @@ impl Swarm {
             seeder,
             completed,
             expires_at,
+            join_seq,
         })
     }
 
     /// Calls `f` with every listed peer, both address families.
     fn for_each_peer(&self, mut f: impl FnMut(&PeerId, Listed)) {
-        let mut each = |seeder, addr: SocketAddr, id: &PeerId, expires_at, completed| {
+        let mut each = |seeder, addr: SocketAddr, id: &PeerId, expires_at, completed, join_seq| {
             f(
                 id,
                 Listed {
@@ -1006,21 +1013,24 @@ impl Swarm {
                     seeder,
                     completed,
                     expires_at,
+                    join_seq,
                 },
             )
         };
         match &self.peers {
-            Peers::Compact(set) => set.for_each(|seeder, addr, id, expires_at, completed| {
-                each(seeder, addr.into(), id, expires_at, completed)
-            }),
+            Peers::Compact(set) => {
+                set.for_each(|seeder, addr, id, expires_at, completed, join_seq| {
+                    each(seeder, addr.into(), id, expires_at, completed, join_seq)
+                })
+            }
             Peers::Full(sets) => {
                 sets.v4
-                    .for_each(|seeder, addr, _, id, expires_at, completed| {
-                        each(seeder, addr.into(), id, expires_at, completed)
+                    .for_each(|seeder, addr, _, id, expires_at, completed, join_seq| {
+                        each(seeder, addr.into(), id, expires_at, completed, join_seq)
                     });
                 sets.v6
-                    .for_each(|seeder, addr, _, id, expires_at, completed| {
-                        each(seeder, addr.into(), id, expires_at, completed)
+                    .for_each(|seeder, addr, _, id, expires_at, completed, join_seq| {
+                        each(seeder, addr.into(), id, expires_at, completed, join_seq)
                     });
             }
         }
@@ -1086,6 +1096,7 @@ impl Swarm {
         request: &AnnounceRequest,
         locality: Locality,
         expires_at: u32,
+        join_seq: u32,
         reported: Reported,
         settings: &LocalitySettings,
         admission: &Admission,
@@ -1141,7 +1152,15 @@ impl Swarm {
                     first,
                     position,
                     prior_expires_at,
-                } = set.upsert(*id, addr, locality.zone, seeder, expires_at, completing)
+                } = set.upsert(
+                    *id,
+                    addr,
+                    locality.zone,
+                    seeder,
+                    expires_at,
+                    completing,
+                    join_seq,
+                )
             {
                 if first {
                     self.downloaded = self.downloaded.saturating_add(1);
@@ -1167,9 +1186,9 @@ impl Swarm {
         // counts once, and its reports are the same running totals.
         let (first, prior, twin) = match request.addr {
             SocketAddr::V4(addr) => {
-                let (first, own, prior_expires_at) = sets
-                    .v4
-                    .upsert(*id, addr, locality, seeder, expires_at, completing);
+                let (first, own, prior_expires_at) = sets.v4.upsert(
+                    *id, addr, locality, seeder, expires_at, completing, join_seq,
+                );
                 let prior = sets.v4.exchange_reported(own, reported);
                 who.stalled = stalled_since(prior, prior_expires_at);
                 let twin = sets.v6.update_twin(id, reported);
@@ -1177,9 +1196,9 @@ impl Swarm {
                 (first, prior, twin)
             }
             SocketAddr::V6(addr) => {
-                let (first, own, prior_expires_at) = sets
-                    .v6
-                    .upsert(*id, addr, locality, seeder, expires_at, completing);
+                let (first, own, prior_expires_at) = sets.v6.upsert(
+                    *id, addr, locality, seeder, expires_at, completing, join_seq,
+                );
                 let prior = sets.v6.exchange_reported(own, reported);
                 who.stalled = stalled_since(prior, prior_expires_at);
                 let twin = sets.v4.update_twin(id, reported);

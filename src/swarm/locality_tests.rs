@@ -237,23 +237,42 @@ proptest! {
         }
     }
 
-    /// Joins, leaves, role changes, moves and expiry, across the index
-    /// threshold both ways, keep the locality index exact.
+    /// Joins, leaves, role changes, moves, expiry and peers another
+    /// instance numbered (anywhere in the join order, or lower than listed),
+    /// across the index threshold both ways, keep the locality index exact
+    /// and every set's leechers in join order.
     #[test]
     fn the_locality_index_stays_exact(
-        ops in proptest::collection::vec((0usize..260, place(), 0u8..6), 0..900),
+        ops in proptest::collection::vec((0usize..260, place(), 0u8..7, 0u32..400), 0..900),
         seed: u64,
     ) {
         let engine = engine(HandoutPolicy::default());
         let start = engine.epoch();
         let rng = &mut SmallRng::seed_from_u64(seed);
-        for (step, (n, place, op)) in ops.iter().enumerate() {
+        for (step, (n, place, op, join_seq)) in ops.iter().enumerate() {
             let now = start + Duration::from_secs(step as u64 / 10);
             let mut announce = request(*n, place, *op % 2 == 0, 5);
             match op {
                 4 => announce.event = Event::Stopped,
                 5 => {
                     engine.purge_expired(now);
+                    continue;
+                }
+                6 => {
+                    let mirrored = PeerChange {
+                        info_hash: TORRENT,
+                        peer: StoredPeer {
+                            id: announce.peer_id,
+                            addr: announce.addr,
+                            seeder: false,
+                            completed: false,
+                            remaining_secs: 100,
+                            join_seq: *join_seq,
+                        },
+                        kind: ChangeKind::Listed,
+                    };
+                    engine.apply(&[mirrored], now);
+                    engine.check_indexes();
                     continue;
                 }
                 _ => {}
@@ -684,5 +703,135 @@ fn bridgeheads_follow_join_order_through_expiry() {
             .filter(|&n| reaches_far(&engine.announce(&remote_leecher(n, 3 << 20), later, rng)))
             .collect();
         assert_eq!(linked, [3, 7], "{seeders}: after a stop");
+    }
+}
+
+/// Two engines with change feeds, as two instances of one cluster.
+fn instances(policy: HandoutPolicy) -> [Engine; 2] {
+    let config = EngineConfig {
+        peer_lifetime: Duration::from_secs(100),
+        shards: 2,
+        change_feed: 100_000,
+        // Every announce here happens at one instant: none reads as stalled.
+        stall_window: Duration::from_secs(3600),
+        ..EngineConfig::default()
+    };
+    let settings = LocalitySettings {
+        topology: topology(),
+        policy,
+        ..LocalitySettings::default()
+    };
+    [
+        Engine::with_locality(config, settings.clone()),
+        Engine::with_locality(config, settings),
+    ]
+}
+
+/// Everything `from` fed since the last drain, in an order `rng` shuffles.
+fn drained(from: &Engine, now: std::time::Instant, rng: &mut SmallRng) -> Vec<PeerChange> {
+    use rand::seq::SliceRandom;
+    let mut changes = Vec::new();
+    for shard in 0..2 {
+        from.drain_changes(shard, now, &mut changes);
+    }
+    changes.shuffle(rng);
+    changes
+}
+
+/// The far peers a leecher is handed (every peer it may see: numwant
+/// exceeds the swarm), and so whether it is a bridgehead.
+fn far_view(
+    engine: &Engine,
+    n: usize,
+    place: &Place,
+    now: std::time::Instant,
+    rng: &mut SmallRng,
+) -> std::collections::BTreeSet<SocketAddr> {
+    engine
+        .announce(&request(n, place, false, 1000), now, rng)
+        .peers
+        .iter()
+        .filter(|peer| peer.tier == Tier::Other)
+        .map(|peer| peer.addr)
+        .collect()
+}
+
+/// Leechers announced to two instances, some to both before either heard
+/// of the other's, then exchanged in shuffled orders: both instances pick
+/// the same bridgeheads, and hand every leecher the same far peers.
+fn instances_rank_alike(
+    policy: HandoutPolicy,
+    peers: &[(Place, u8)],
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let engines = instances(policy);
+    let now = engines[0].epoch();
+    let rng = &mut SmallRng::seed_from_u64(seed);
+    // A seeder in region 0: its leechers serve themselves.
+    let seeder = Place {
+        region: Some(0),
+        zone: 0,
+        rack: 0,
+        host: 1,
+    };
+    engines[0].announce(&request(100_000, &seeder, true, 0), now, rng);
+    for (n, (place, to)) in peers.iter().enumerate() {
+        // 0: the first instance, 1: the second, 2: both (each numbers it).
+        for (i, engine) in engines.iter().enumerate() {
+            if usize::from(*to) == i || *to == 2 {
+                engine.announce(&request(n, place, false, 0), now, rng);
+            }
+        }
+    }
+    let first = drained(&engines[0], now, rng);
+    let second = drained(&engines[1], now, rng);
+    engines[1].apply(&first, now);
+    engines[0].apply(&second, now);
+    let (mut bridgeheads, mut views) = ([0; 2], [Vec::new(), Vec::new()]);
+    for (n, (place, _)) in peers.iter().enumerate() {
+        for (i, engine) in engines.iter().enumerate() {
+            let view = far_view(engine, n, place, now, rng);
+            bridgeheads[i] += usize::from(!view.is_empty());
+            views[i].push(view);
+        }
+    }
+    prop_assert_eq!(&views[0], &views[1], "bridgeheads {:?}", bridgeheads);
+    for engine in &engines {
+        engine.check_indexes();
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn instances_that_learn_peers_in_any_order_rank_them_alike(
+        policy in prop_oneof![Just(HandoutPolicy::default()), Just(every_fourth())],
+        peers in proptest::collection::vec((place(), 0u8..3), 1..60),
+        seed in any::<u64>(),
+    ) {
+        instances_rank_alike(policy, &peers, seed)?;
+    }
+}
+
+/// The same with a swarm past the index threshold, where a region's
+/// leechers are ranked by their place in the region's group.
+#[test]
+fn indexed_sets_rank_alike_on_every_instance() {
+    let rng = &mut SmallRng::seed_from_u64(5);
+    for policy in [HandoutPolicy::default(), every_fourth()] {
+        let peers: Vec<(Place, u8)> = (0..260)
+            .map(|n| {
+                let place = Place {
+                    region: Some((n % 3) as u8),
+                    zone: (n % 2) as u8,
+                    rack: (n % 4) as u8,
+                    host: 1 + (n % 250) as u8,
+                };
+                (place, rng.random_range(0..3u8))
+            })
+            .collect();
+        instances_rank_alike(policy, &peers, 11).expect("ranked alike");
     }
 }

@@ -54,6 +54,9 @@ pub(super) struct PeerSet<A> {
     /// `roles[SEEDERS]` and `roles[LEECHERS]`.
     roles: [Role<A>; 2],
     index: Option<Box<LocalityIndex>>,
+    /// The join sequence number the next newcomer gets: one past the
+    /// highest this set has held.
+    next_seq: u32,
 }
 
 impl<A> Default for PeerSet<A> {
@@ -62,6 +65,7 @@ impl<A> Default for PeerSet<A> {
             slots: HashTable::new(),
             roles: [Role::default(), Role::default()],
             index: None,
+            next_seq: 1,
         }
     }
 }
@@ -147,15 +151,83 @@ struct Place<A> {
     locality: Locality,
 }
 
-/// Who a peer is and when it goes: what announces and expiry read.
+/// Who a peer is and when it goes: what announces and expiry read. 32
+/// bytes: the completed flag shares a word with the expiry.
 struct Record {
     id: PeerId,
-    /// Engine seconds at which the peer is dropped.
-    expires_at: u32,
+    /// Engine seconds at which the peer is dropped (the low 31 bits), and
+    /// whether its completed download was already counted ([`COUNTED`]).
+    expiry: u32,
     /// Its last reported transfer totals.
     reported: Reported,
-    /// Whether this peer's completed download was already counted.
-    completed: bool,
+    /// Its place in the set's join sequence; see [`JoinKey`].
+    join_seq: u32,
+}
+
+/// `Record::expiry` bit: the peer's completed download was counted.
+const COUNTED: u32 = 1 << 31;
+
+impl Record {
+    fn new(
+        id: PeerId,
+        expires_at: u32,
+        completed: bool,
+        reported: Reported,
+        join_seq: u32,
+    ) -> Self {
+        let mut record = Self {
+            id,
+            expiry: 0,
+            reported,
+            join_seq,
+        };
+        record.set_expiry(expires_at, completed);
+        record
+    }
+
+    fn expires_at(&self) -> u32 {
+        self.expiry & !COUNTED
+    }
+
+    fn completed(&self) -> bool {
+        self.expiry & COUNTED != 0
+    }
+
+    fn set_expiry(&mut self, expires_at: u32, completed: bool) {
+        self.expiry = expires_at.min(!COUNTED) | if completed { COUNTED } else { 0 };
+    }
+
+    fn key(&self) -> JoinKey {
+        join_key(self.join_seq, &self.id)
+    }
+}
+
+/// The order a region's leechers rank in for the bridgehead guard: each
+/// peer's join sequence number, then its id.
+///
+/// A set numbers a newcomer one past the highest number it ever held (a
+/// Lamport clock per swarm): one instance numbers its joiners in the order
+/// they came, a peer carries its number to every instance and snapshot, and
+/// an instance that hears of a peer late ranks it where it joined. Two
+/// instances that number different newcomers alike before hearing of each
+/// other tie, and the id breaks the tie the same way everywhere. Every
+/// instance holding the same peers ranks them alike. No clock is read.
+pub(super) type JoinKey = (u32, [u8; 20]);
+
+/// The join sequence number a listed peer keeps when `incoming` (0: none
+/// given) meets the `listed` one: the lower, so every instance settles on
+/// the number of the instance that listed the peer first.
+pub(super) fn earlier_seq(incoming: u32, listed: u32) -> u32 {
+    if incoming == 0 {
+        listed
+    } else {
+        incoming.min(listed)
+    }
+}
+
+/// The [`JoinKey`] of a peer.
+pub(super) fn join_key(join_seq: u32, id: &PeerId) -> JoinKey {
+    (join_seq, id.0)
 }
 
 /// What removing a peer found.
@@ -182,6 +254,13 @@ fn level_keys(locality: &Locality) -> [Option<u32>; 3] {
     ]
 }
 
+/// Whether a group keeps its members in [`JoinKey`] order: a region's
+/// leechers, whose place in the group is their bridgehead rank. Every other
+/// group is a bag (removal swaps the last member into the gap).
+fn ordered(role: usize, level: usize) -> bool {
+    role == LEECHERS && level == REGION_LEVEL
+}
+
 impl LocalityIndex {
     fn build<A>(roles: &[Role<A>; 2]) -> Self {
         let mut index = Self {
@@ -189,24 +268,44 @@ impl LocalityIndex {
             links: [Vec::new(), Vec::new()],
         };
         for (role, peers) in roles.iter().enumerate() {
+            let key_of = |member: u32| peers.records[member as usize].key();
             for (position, place) in peers.places.iter().enumerate() {
-                index.insert(role, saturating_u32(position), &place.locality);
+                index.insert(role, saturating_u32(position), &place.locality, key_of);
             }
         }
         index
     }
 
-    /// Links entry `position` (the last of its role) into its groups.
-    fn insert(&mut self, role: usize, position: u32, locality: &Locality) {
+    /// Links entry `position` (the last of its role) into its groups;
+    /// `key_of` gives any entry's [`JoinKey`], for the ordered groups. A
+    /// newcomer sorts last (it joined now), so the search runs only for a
+    /// peer another instance listed earlier.
+    fn insert(
+        &mut self,
+        role: usize,
+        position: u32,
+        locality: &Locality,
+        key_of: impl Fn(u32) -> JoinKey,
+    ) {
+        let Self { groups, links } = self;
         let mut link = [NO_LINK; 3];
         for (level, key) in level_keys(locality).into_iter().enumerate() {
-            if let Some(key) = key {
-                let members = self.groups[role][level].entry(key).or_default();
-                link[level] = saturating_u32(members.len());
-                members.push(position);
+            let Some(key) = key else { continue };
+            let members = groups[role][level].entry(key).or_default();
+            let mut at = members.len();
+            if ordered(role, level) {
+                let own = key_of(position);
+                if members.last().is_some_and(|&last| key_of(last) > own) {
+                    at = members.partition_point(|&member| key_of(member) < own);
+                    for &later in &members[at..] {
+                        links[role][later as usize][level] += 1;
+                    }
+                }
             }
+            link[level] = saturating_u32(at);
+            members.insert(at, position);
         }
-        self.links[role].push(link);
+        links[role].push(link);
     }
 
     /// Unlinks entry `position`, then records that the role's last entry
@@ -228,10 +327,19 @@ impl LocalityIndex {
             let Some(members) = groups.get_mut(&key) else {
                 continue;
             };
-            members.swap_remove(at as usize);
-            if let Some(&moved) = members.get(at as usize) {
-                self.links[role][moved as usize][level] = at;
-            } else if members.is_empty() {
+            if ordered(role, level) {
+                // Keeps the later members' ranks: each moves up one.
+                members.remove(at as usize);
+                for &later in &members[at as usize..] {
+                    self.links[role][later as usize][level] -= 1;
+                }
+            } else {
+                members.swap_remove(at as usize);
+                if let Some(&moved) = members.get(at as usize) {
+                    self.links[role][moved as usize][level] = at;
+                }
+            }
+            if members.is_empty() {
                 groups.remove(&key);
             }
         }
@@ -250,8 +358,7 @@ impl LocalityIndex {
     }
 
     /// The entry's place among the members of its role in its region, in
-    /// the order they joined (a removal moves the last into the gap);
-    /// `None` when its region is unknown.
+    /// [`JoinKey`] order for leechers; `None` when its region is unknown.
     fn region_rank(&self, role: usize, position: u32) -> Option<u32> {
         let link = self.links[role].get(position as usize)?[REGION_LEVEL];
         (link != NO_LINK).then_some(link)
@@ -477,8 +584,8 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             .copied()
     }
 
-    /// The listed peer with this id: address, seeder, completed, expiry.
-    pub(super) fn get(&self, id: &PeerId) -> Option<(A, bool, bool, u32)> {
+    /// The listed peer with this id: address, seeder, completed, expiry, joined.
+    pub(super) fn get(&self, id: &PeerId) -> Option<(A, bool, bool, u32, u32)> {
         let slot = self.find(id)?;
         let peers = &self.roles[slot.role()];
         let position = slot.index() as usize;
@@ -486,8 +593,9 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         Some((
             peers.places[position].addr,
             slot.role() == SEEDERS,
-            record.completed,
-            record.expires_at,
+            record.completed(),
+            record.expires_at(),
+            record.join_seq,
         ))
     }
 
@@ -512,7 +620,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             let peers = &self.roles[role];
             if peers.places[index as usize].addr.into().ip() == ip {
                 count += 1;
-                let expires_at = peers.records[index as usize].expires_at;
+                let expires_at = peers.records[index as usize].expires_at();
                 if oldest.is_none_or(|(at, _)| expires_at < at) {
                     oldest = Some((expires_at, Slot::new(role, index)));
                 }
@@ -546,14 +654,19 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
     #[cfg(test)]
     pub(super) fn has_completed(&self, id: &PeerId) -> bool {
         self.find(id)
-            .is_some_and(|slot| self.roles[slot.role()].records[slot.index() as usize].completed)
+            .is_some_and(|slot| self.roles[slot.role()].records[slot.index() as usize].completed())
     }
 
     /// Inserts or refreshes a peer; returns whether this announce is the peer's
     /// first completed download (a `completed` event, or a listed leecher
     /// turning seeder: clients that finish and re-announce with `left=0`),
     /// where the peer is now listed, and the expiry its previous announce set
-    /// (0 for a newcomer).
+    /// (0 for a newcomer). `join_seq` is the peer's join sequence number
+    /// as another instance or a snapshot numbered it, or 0 (an announce
+    /// here, or not known): a newcomer without one is numbered next, and a
+    /// listed peer keeps the lower of both, so instances that each saw it
+    /// join first agree once they have heard of each other.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn upsert(
         &mut self,
         id: PeerId,
@@ -562,50 +675,92 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         seeder: bool,
         expires_at: u32,
         completing: bool,
+        join_seq: u32,
     ) -> (bool, Slot, u32) {
         let role = if seeder { SEEDERS } else { LEECHERS };
         let mut prior_expires_at = 0;
         let mut counted_before = false;
         let mut reported = Reported::UNKNOWN;
         let mut finished = completing;
+        let mut join_seq = join_seq;
         if let Some(slot) = self.find(&id) {
             let peers = &mut self.roles[slot.role()];
             let position = slot.index() as usize;
-            if slot.role() == role && peers.places[position].locality == locality {
+            let listed_seq = peers.records[position].join_seq;
+            join_seq = earlier_seq(join_seq, listed_seq);
+            // A seeder's number ranks nothing: it can change in place.
+            if slot.role() == role
+                && peers.places[position].locality == locality
+                && (role == SEEDERS || join_seq == listed_seq)
+            {
                 peers.places[position].addr = addr;
                 let record = &mut peers.records[position];
-                let prior_expires_at = std::mem::replace(&mut record.expires_at, expires_at);
-                let first = completing && !record.completed;
-                record.completed |= completing;
+                let prior_expires_at = record.expires_at();
+                let first = completing && !record.completed();
+                record.set_expiry(expires_at, record.completed() || completing);
+                record.join_seq = join_seq;
                 return (first, slot, prior_expires_at);
             }
-            // Role changed (leecher finished, or a seeder lost data), or the
-            // peer moved to another network: re-file it.
+            // Role changed (leecher finished, or a seeder lost data), the
+            // peer moved to another network, or it joined earlier than this
+            // set knew: re-file it.
             let was_seeder = slot.role() == SEEDERS;
             let (_, removed) = self.remove_slot(slot);
-            prior_expires_at = removed.expires_at;
-            counted_before = removed.completed;
+            prior_expires_at = removed.expires_at();
+            counted_before = removed.completed();
             reported = removed.reported;
             finished |= seeder && !was_seeder;
         }
-        let peers = &mut self.roles[role];
-        let index = saturating_u32(peers.len());
-        peers.push(
-            Place { addr, locality },
-            Record {
-                id,
-                expires_at,
-                reported,
-                completed: counted_before || finished,
-            },
+        if join_seq == 0 {
+            join_seq = self.next_seq;
+        }
+        self.next_seq = self.next_seq.max(join_seq.saturating_add(1));
+        let record = Record::new(
+            id,
+            expires_at,
+            counted_before || finished,
+            reported,
+            join_seq,
         );
+        let peers = &mut self.roles[role];
+        let mut index = saturating_u32(peers.len());
+        if role == LEECHERS && self.index.is_none() {
+            // A small set keeps its leechers in join order (the classify
+            // pass ranks them by position); a newcomer goes last.
+            let key = record.key();
+            let at = match peers.records.last() {
+                Some(last) if last.key() > key => {
+                    peers.records.partition_point(|listed| listed.key() < key)
+                }
+                _ => peers.len(),
+            };
+            peers.places.insert(at, Place { addr, locality });
+            peers.records.insert(at, record);
+            // Each later leecher moved up one: re-point its slot, from the
+            // last down, so no two slots ever hold the same value.
+            for later in (at + 1..peers.len()).rev() {
+                let was = Slot::new(LEECHERS, saturating_u32(later - 1));
+                let moved = hash_id(&peers.records[later].id);
+                if let Some(slot) = self.slots.find_mut(moved, |s| *s == was) {
+                    *slot = Slot::new(LEECHERS, saturating_u32(later));
+                }
+            }
+            index = saturating_u32(at);
+        } else {
+            peers.push(Place { addr, locality }, record);
+        }
         let roles = &self.roles;
         self.slots
             .insert_unique(hash_id(&id), Slot::new(role, index), |slot| {
                 hash_id(&roles[slot.role()].records[slot.index() as usize].id)
             });
         match &mut self.index {
-            Some(locality_index) => locality_index.insert(role, index, &locality),
+            Some(locality_index) => {
+                let records = &self.roles[role].records;
+                locality_index.insert(role, index, &locality, |member| {
+                    records[member as usize].key()
+                });
+            }
             None if self.slots.len() >= INDEX_BUILD => {
                 self.index = Some(Box::new(LocalityIndex::build(&self.roles)));
             }
@@ -623,7 +778,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         let slot = self.find(id)?;
         let (_, record) = self.remove_slot(slot);
         Some(Removed {
-            first_completion: finished && slot.role() == LEECHERS && !record.completed,
+            first_completion: finished && slot.role() == LEECHERS && !record.completed(),
             reported: record.reported,
         })
     }
@@ -657,7 +812,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             .records
             .get_mut(slot.index() as usize)?;
         let prior = std::mem::replace(&mut record.reported, reported);
-        Some((record.completed, prior))
+        Some((record.completed(), prior))
     }
 
     /// Removes the entry at `slot` by swapping its role's last entry into its place.
@@ -700,10 +855,34 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
                 *moved_slot = slot;
             }
         }
-        if self.slots.len() <= INDEX_DROP {
-            self.index = None;
+        if self.slots.len() <= INDEX_DROP && self.index.take().is_some() {
+            self.sort_leechers();
         }
         removed
+    }
+
+    /// Puts the leechers back in join order, for a set that dropped its
+    /// index (removals with an index swap entries around) and ranks by
+    /// position again. At most [`INDEX_DROP`] peers, once per drop.
+    fn sort_leechers(&mut self) {
+        let peers = &mut self.roles[LEECHERS];
+        let mut pairs: Vec<_> = std::mem::take(&mut peers.places)
+            .into_iter()
+            .zip(std::mem::take(&mut peers.records))
+            .collect();
+        pairs.sort_unstable_by_key(|(_, record)| record.key());
+        (peers.places, peers.records) = pairs.into_iter().unzip();
+        let roles = &self.roles;
+        self.slots.clear();
+        for (role, peers) in roles.iter().enumerate() {
+            for (at, record) in peers.records.iter().enumerate() {
+                self.slots.insert_unique(
+                    hash_id(&record.id),
+                    Slot::new(role, saturating_u32(at)),
+                    |slot| hash_id(&roles[slot.role()].records[slot.index() as usize].id),
+                );
+            }
+        }
     }
 
     /// Unlists the leechers `drop` picks (by position and record) in one
@@ -736,19 +915,22 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         peers.len() - kept
     }
 
-    /// Calls `f(seeder, addr, locality, id, expires_at, completed)` for every
-    /// peer, seeders first.
-    pub(super) fn for_each(&self, mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool)) {
-        self.for_each_reported(|seeder, addr, locality, id, expires_at, completed, _| {
-            f(seeder, addr, locality, id, expires_at, completed)
-        });
+    /// Calls `f(seeder, addr, locality, id, expires_at, completed, joined)`
+    /// for every peer, seeders first.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn for_each(&self, mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool, u32)) {
+        self.for_each_reported(
+            |seeder, addr, locality, id, expires_at, completed, join_seq, _| {
+                f(seeder, addr, locality, id, expires_at, completed, join_seq)
+            },
+        );
     }
 
     /// As [`PeerSet::for_each`], with each peer's last reported totals.
     #[allow(clippy::type_complexity)]
     pub(super) fn for_each_reported(
         &self,
-        mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool, Reported),
+        mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool, u32, Reported),
     ) {
         for role in [SEEDERS, LEECHERS] {
             let peers = &self.roles[role];
@@ -758,8 +940,9 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
                     place.addr,
                     &place.locality,
                     &record.id,
-                    record.expires_at,
-                    record.completed,
+                    record.expires_at(),
+                    record.completed(),
+                    record.join_seq,
                     record.reported,
                 );
             }
@@ -771,7 +954,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         let mut removed = 0;
         let mut roles = [SEEDERS, LEECHERS].as_slice();
         if self.index.is_none() {
-            let dropped = self.drop_leechers_in_order(|_, record| record.expires_at <= now_secs);
+            let dropped = self.drop_leechers_in_order(|_, record| record.expires_at() <= now_secs);
             let peers = &mut self.roles[LEECHERS];
             let kept = peers.len() - dropped;
             peers.places.truncate(kept);
@@ -782,7 +965,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         for &role in roles {
             let mut index = 0;
             while let Some(record) = self.roles[role].records.get(index) {
-                if record.expires_at <= now_secs {
+                if record.expires_at() <= now_secs {
                     self.remove_slot(Slot::new(role, saturating_u32(index)));
                     removed += 1;
                 } else {
@@ -1266,9 +1449,19 @@ pub(super) fn saturating_u32(n: usize) -> u32 {
 
 #[cfg(test)]
 impl<A> PeerSet<A> {
-    /// Checks that the index, when present, lists exactly the entries, each where its links say.
+    /// Checks that the index, when present, lists exactly the entries, each
+    /// where its links say, a region's leechers in join order; without an
+    /// index, that the leechers are in join order.
     pub(super) fn check_index(&self) {
-        let Some(index) = &self.index else { return };
+        let Some(index) = &self.index else {
+            let keys: Vec<JoinKey> = self.roles[LEECHERS]
+                .records
+                .iter()
+                .map(Record::key)
+                .collect();
+            assert!(keys.is_sorted(), "a small set's leechers out of join order");
+            return;
+        };
         for role in [SEEDERS, LEECHERS] {
             assert_eq!(index.links[role].len(), self.roles[role].len());
             let mut listed = 0;
@@ -1286,6 +1479,17 @@ impl<A> PeerSet<A> {
                         None => assert_eq!(link, NO_LINK),
                     }
                 }
+            }
+            // A region's leechers stay in join order: their bridgehead ranks.
+            for members in index.groups[role][REGION_LEVEL].values() {
+                let keys: Vec<JoinKey> = members
+                    .iter()
+                    .map(|&member| self.roles[role].records[member as usize].key())
+                    .collect();
+                assert!(
+                    !ordered(role, REGION_LEVEL) || keys.is_sorted(),
+                    "a region's leechers out of join order"
+                );
             }
             let total: usize = index.groups[role]
                 .iter()
