@@ -183,24 +183,10 @@ impl Deployment {
         }
     }
 
-    /// An announce of torrent 1 from `source` to instance `turn`:
+    /// An announce of `torrent` from `source` to instance `turn`:
     /// (complete, incomplete, peers). Counts what each instance handed out.
-    async fn ask(
-        &mut self,
-        turn: usize,
-        source: &str,
-        peer: u8,
-        port: u16,
-        left: u64,
-        extra: &str,
-    ) -> (i64, i64, Vec<SocketAddr>) {
-        self.ask_about(1, turn, source, peer, port, left, extra)
-            .await
-    }
-
-    /// As [`Deployment::ask`], for torrent `torrent`.
     #[allow(clippy::too_many_arguments)]
-    async fn ask_about(
+    async fn ask(
         &mut self,
         torrent: u8,
         turn: usize,
@@ -287,12 +273,12 @@ async fn conformance(mut deployment: Deployment) {
     // else joins: it is its region's bridgehead everywhere, so it is handed
     // every peer. Then the nine peers, spread over the instances.
     deployment
-        .ask(0, ANNOUNCER, 99, 7000, 100, "&numwant=0")
+        .ask(1, 0, ANNOUNCER, 99, 7000, 100, "&numwant=0")
         .await;
     deployment.settled(0, 1).await;
     for (i, (ip, port, _)) in PEERS.iter().enumerate() {
         deployment
-            .ask(i, ip, i as u8 + 1, *port, 100, "&numwant=0")
+            .ask(1, i, ip, i as u8 + 1, *port, 100, "&numwant=0")
             .await;
     }
     deployment.settled(0, 10).await;
@@ -300,7 +286,7 @@ async fn conformance(mut deployment: Deployment) {
     for turn in 0..n {
         // Everyone, nearest tier first, with the counts of all instances.
         let (complete, incomplete, all) = deployment
-            .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=50")
+            .ask(1, turn, ANNOUNCER, 99, 7000, 100, "&numwant=50")
             .await;
         assert_eq!(
             (complete, incomplete, all.len()),
@@ -313,7 +299,7 @@ async fn conformance(mut deployment: Deployment) {
         // 5 slots leave no spill share, so both guards stay out of the way).
         for _ in 0..10 {
             let (_, _, five) = deployment
-                .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=5")
+                .ask(1, turn, ANNOUNCER, 99, 7000, 100, "&numwant=5")
                 .await;
             let tiers: Vec<usize> = five.iter().map(tier_of).collect();
             assert_eq!(tiers, [0, 0, 1, 1, 2], "{name}, instance {turn}: {five:?}");
@@ -321,7 +307,9 @@ async fn conformance(mut deployment: Deployment) {
         // A later leecher of the announcer's region is no bridgehead on
         // any instance: it is handed its own region only.
         let (ip, port, _) = PEERS[0];
-        let (_, _, near) = deployment.ask(turn, ip, 1, port, 100, "&numwant=50").await;
+        let (_, _, near) = deployment
+            .ask(1, turn, ip, 1, port, 100, "&numwant=50")
+            .await;
         let mut near: Vec<String> = near.iter().map(SocketAddr::to_string).collect();
         near.sort();
         assert_eq!(
@@ -341,13 +329,13 @@ async fn conformance(mut deployment: Deployment) {
 
     // A far seeder, announced to the last instance, is the guard's pick everywhere.
     deployment
-        .ask(n - 1, "127.3.9.9", 50, 7050, 0, "&numwant=0")
+        .ask(1, n - 1, "127.3.9.9", 50, 7050, 0, "&numwant=0")
         .await;
     deployment.settled(1, 10).await;
     let guard: SocketAddr = "127.3.9.9:7050".parse().expect("addr");
     for turn in 0..n {
         let (complete, _, three) = deployment
-            .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=3")
+            .ask(1, turn, ANNOUNCER, 99, 7000, 100, "&numwant=3")
             .await;
         assert_eq!(complete, 1, "{name}");
         assert!(
@@ -360,10 +348,10 @@ async fn conformance(mut deployment: Deployment) {
     // stopping on another is gone from all; scrape counts agree.
     let (first, last) = (PEERS[0], PEERS[8]);
     deployment
-        .ask(0, first.0, 1, first.1, 0, "&event=completed&numwant=0")
+        .ask(1, 0, first.0, 1, first.1, 0, "&event=completed&numwant=0")
         .await;
     deployment
-        .ask(n - 1, last.0, 9, last.1, 100, "&event=stopped")
+        .ask(1, n - 1, last.0, 9, last.1, 100, "&event=stopped")
         .await;
     deployment.settled(2, 8).await;
     let mut scrapes = Vec::new();
@@ -376,7 +364,7 @@ async fn conformance(mut deployment: Deployment) {
         assert_eq!(status, 200);
         scrapes.push(body);
         let (complete, incomplete, all) = deployment
-            .ask(turn, ANNOUNCER, 99, 7000, 100, "&numwant=50")
+            .ask(1, turn, ANNOUNCER, 99, 7000, 100, "&numwant=50")
             .await;
         assert_eq!((complete, incomplete), (2, 8), "{name}");
         let stopped = SocketAddr::new(last.0.parse().expect("ip"), last.1);
@@ -392,7 +380,7 @@ async fn conformance(mut deployment: Deployment) {
     // outside every site.
     for turn in 0..n {
         let (_, _, all) = deployment
-            .ask(turn, "127.3.9.9", 50, 7050, 0, "&numwant=50")
+            .ask(1, turn, "127.3.9.9", 50, 7050, 0, "&numwant=50")
             .await;
         let mut all: Vec<String> = all.iter().map(SocketAddr::to_string).collect();
         all.sort();
@@ -435,7 +423,7 @@ async fn rollout(deployment: &mut Deployment) -> Vec<String> {
     let n = deployment.instances.len();
     let before = deployment.instances[0].engine.census();
     deployment
-        .ask_about(2, 0, "127.1.9.9", 200, 7100, 0, "&numwant=0")
+        .ask(2, 0, "127.1.9.9", 200, 7100, 0, "&numwant=0")
         .await;
     // The rollout's announces run at once: whatever order they arrive in,
     // and whichever instance hears of each first.
@@ -468,7 +456,7 @@ async fn rollout(deployment: &mut Deployment) -> Vec<String> {
         for k in 0..WEST + EAST {
             let (ip, port) = rollout_leecher(k);
             let (_, _, peers) = deployment
-                .ask_about(2, turn, &ip, 100 + k as u8, port, 100, "&numwant=50")
+                .ask(2, turn, &ip, 100 + k as u8, port, 100, "&numwant=50")
                 .await;
             let west = |addr: &SocketAddr| addr.to_string().starts_with("127.3.");
             let me_west = k < WEST;

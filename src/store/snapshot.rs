@@ -8,15 +8,17 @@
 //! header  magic "SGSNAP\r\n" | version u32 | reserved u32 | written_at u64 (Unix s)
 //!         | swarms u64 | peers u64                                        40 bytes
 //! swarm   infohash [20] | downloaded u32 | v4 peers u32 | v6 peers u32     32 bytes
-//! v4 peer id [20] | ip [4]  | port u16 | flags u8 | remaining u32 | join_seq u32  35 bytes
-//! v6 peer id [20] | ip [16] | port u16 | flags u8 | remaining u32 | join_seq u32  47 bytes
+//! v4 peer id [20] | ip [4]  | port u16 | flags u8 | remaining u32 | join_seq   32+ bytes
+//! v6 peer id [20] | ip [16] | port u16 | flags u8 | remaining u32 | join_seq   44+ bytes
 //! trailer SHA-256 of everything before it                                 32 bytes
 //! ```
 //!
 //! `remaining` is the peer's lifetime left, in seconds, when the file was
 //! written; wall-clock time, so a loader subtracts the time the process was
 //! down. `join_seq` is the peer's place in its swarm's join sequence, which
-//! ranks a region's leechers for the bridgehead guard. Version 1 files
+//! ranks a region's leechers for the bridgehead guard: a LEB128 varint, one
+//! byte below 128 (a swarm numbers its joiners from 1), five at most, and
+//! never longer than it needs (so what decodes re-encodes to the same bytes). Version 1 files
 //! (without it) still load: their peers are numbered as they are restored,
 //! in file order, which is the order a version 1 writer kept. The magic's `\r\n` catches a file mangled by a text transfer, the
 //! version a file from a newer swarmgate, the checksum everything else.
@@ -35,10 +37,13 @@ pub const VERSION: u32 = 2;
 const VERSION_WITHOUT_JOINED: u32 = 1;
 const HEADER: usize = 40;
 const SWARM: usize = 32;
-const V4_PEER: usize = 35;
-const V6_PEER: usize = 47;
-/// What a peer's join sequence number adds to its record from version 2 on.
-const JOINED: usize = 4;
+/// A v4 peer's record with a one-byte join sequence number.
+const V4_PEER: usize = 32;
+/// A v6 peer's record with a one-byte join sequence number.
+const V6_PEER: usize = 44;
+/// What a peer's join sequence number adds to its record from version 2 on,
+/// at the least.
+const JOINED: usize = 1;
 const TRAILER: usize = 32;
 
 const SEEDER: u8 = 1;
@@ -75,7 +80,8 @@ pub struct Snapshot {
     pub swarms: Vec<StoredSwarm>,
 }
 
-/// Bytes of a snapshot of `swarms` holding `v4` and `v6` peers in all.
+/// Bytes of a snapshot of `swarms` holding `v4` and `v6` peers in all,
+/// when every join sequence number is below 128 (a size hint otherwise).
 pub fn encoded_len(swarms: usize, v4: usize, v6: usize) -> usize {
     HEADER + swarms * SWARM + v4 * V4_PEER + v6 * V6_PEER + TRAILER
 }
@@ -129,7 +135,7 @@ impl Encoder {
                 self.bytes.push(flags);
                 self.bytes
                     .extend_from_slice(&peer.remaining_secs.to_le_bytes());
-                self.bytes.extend_from_slice(&peer.join_seq.to_le_bytes());
+                put_varint(&mut self.bytes, peer.join_seq);
             }
         }
         self.swarms += 1;
@@ -183,6 +189,40 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, SnapshotError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
+
+    /// A LEB128 varint of at most five bytes, in its shortest form.
+    fn varint(&mut self) -> Result<u32, SnapshotError> {
+        let mut value = 0u32;
+        for at in 0..5 {
+            let [byte] = self.array()?;
+            let bits = u32::from(byte & 0x7f);
+            if at == 4 && bits > 0x0f {
+                return Err(SnapshotError::Inconsistent("a join sequence past 32 bits"));
+            }
+            value |= bits << (7 * at);
+            if byte & 0x80 == 0 {
+                if at > 0 && byte == 0 {
+                    return Err(SnapshotError::Inconsistent(
+                        "a join sequence longer than it needs",
+                    ));
+                }
+                return Ok(value);
+            }
+        }
+        Err(SnapshotError::Inconsistent(
+            "a join sequence past five bytes",
+        ))
+    }
+}
+
+/// Appends `value` as a LEB128 varint: 7 bits a byte, lowest first, the
+/// high bit set on every byte but the last.
+fn put_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// Decodes and checks a whole snapshot file.
@@ -254,7 +294,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
                     return Err(SnapshotError::Inconsistent("unknown peer flags"));
                 }
                 let remaining_secs = reader.u32()?;
-                let join_seq = if with_joined { reader.u32()? } else { 0 };
+                let join_seq = if with_joined { reader.varint()? } else { 0 };
                 let addr = match ip {
                     std::net::IpAddr::V4(ip) => SocketAddr::V4(SocketAddrV4::new(ip, port)),
                     std::net::IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
@@ -362,7 +402,8 @@ mod tests {
         }
         let mut body = encoder.finish();
         body.truncate(body.len() - TRAILER);
-        // Rewrite it as version 1: every peer record loses its last 4 bytes.
+        // Rewrite it as version 1: every peer record loses its last byte
+        // (the sample's join sequence numbers are below 128).
         let mut old = body[..HEADER].to_vec();
         old[8..12].copy_from_slice(&1u32.to_le_bytes());
         let mut at = HEADER;
@@ -439,6 +480,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn join_sequences_take_the_fewest_bytes_and_no_more() {
+        for (value, len) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u32::MAX, 5),
+        ] {
+            let mut bytes = Vec::new();
+            put_varint(&mut bytes, value);
+            assert_eq!(bytes.len(), len, "{value}");
+            let mut reader = Reader { bytes: &bytes };
+            assert_eq!(reader.varint(), Ok(value));
+            assert!(reader.bytes.is_empty());
+        }
+        for damaged in [
+            &[0x80, 0x00][..],
+            &[0xff, 0xff, 0xff, 0xff, 0x1f],
+            &[0x80; 6],
+            &[0x80],
+        ] {
+            assert!(Reader { bytes: damaged }.varint().is_err(), "{damaged:?}");
+        }
+    }
+
     proptest! {
         /// Whatever the bytes, decoding returns; a valid checksum over
         /// nonsense is an error, never a panic or a huge allocation.
@@ -470,7 +538,10 @@ mod tests {
                 swarms: swarms
                     .into_iter()
                     .map(|(hash, downloaded, peers)| {
-                        let mut peers: Vec<StoredPeer> = peers.into_iter().map(|(n, v6)| peer(n, v6)).collect();
+                        let mut peers: Vec<StoredPeer> = peers
+                            .into_iter()
+                            .map(|(n, v6)| StoredPeer { join_seq: u32::from(n) << (n % 25), ..peer(n, v6) })
+                            .collect();
                         peers.sort_by_key(|p| p.addr.is_ipv6());
                         StoredSwarm { info_hash: InfoHash(hash), downloaded, peers }
                     })
