@@ -639,7 +639,8 @@ impl Engine {
     /// (capped at the peer lifetime plus one expiry step), as of `now`, or
     /// longer if already listed for longer; keeps the larger of the stored
     /// and the current `downloaded`. Storage limits apply as to announces.
-    /// Nothing restored enters the change feed (it came from a mirror).
+    /// Nothing restored enters the change feed (it came from a mirror),
+    /// except a listed peer whose join sequence number it lowered.
     /// Returns how many peers are newly listed.
     pub fn restore(&self, stored: &StoredSwarm, now: Instant) -> usize {
         let now_secs = self.secs(now);
@@ -661,6 +662,7 @@ impl Engine {
         let before = swarm.stats();
         swarm.last_announce = now_secs;
         let mut none = Vec::new();
+        let mut lowered = Vec::new();
         // numwant 0: nothing is handed out, so the generator is never asked.
         let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
         for peer in &stored.peers {
@@ -683,8 +685,8 @@ impl Engine {
                 self.peer_lifetime_secs
                     .saturating_add(self.expiry_step_secs),
             );
-            let expires_at = swarm
-                .listed(&request)
+            let prior = swarm.listed(&request);
+            let expires_at = prior
                 .map_or(0, |listed| listed.expires_at)
                 .max(now_secs.saturating_add(lifetime));
             let admission = Admission {
@@ -711,6 +713,24 @@ impl Engine {
             if let Some(limit) = hit {
                 shard.limit_hits.hit(limit);
             }
+            // A peer two instances each numbered as a newcomer keeps the
+            // lower number, and the instance that lowers its own writes the
+            // lower one back (once: the other already holds it), so Redis,
+            // and every instance that joins later, settles on it too.
+            if self.feeds()
+                && prior.is_some_and(|prior| peer.join_seq != 0 && peer.join_seq < prior.join_seq)
+                && let Some(listed) = swarm.listed(&request)
+            {
+                lowered.push(Recorded {
+                    info_hash: stored.info_hash,
+                    id: peer.id,
+                    listed,
+                    kind: ChangeKind::Listed,
+                });
+            }
+        }
+        for change in lowered {
+            shard.feed.record(&self.feed, change);
         }
         swarm.downloaded = swarm.downloaded.max(stored.downloaded);
         let after = swarm.stats();

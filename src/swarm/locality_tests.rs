@@ -838,3 +838,56 @@ fn indexed_sets_rank_alike_on_every_instance() {
         instances_rank_alike(policy, &peers, 11).expect("ranked alike");
     }
 }
+
+/// A peer that two instances each numbered as a newcomer settles on the
+/// lower number on both, and the instance that lowered its own feeds the
+/// lower number once (so Redis, written from the feeds, ends with it), and
+/// nothing more: no echo.
+#[test]
+fn a_peer_numbered_twice_settles_on_the_lower_number_everywhere() {
+    let engines = instances(HandoutPolicy::default());
+    let now = engines[0].epoch();
+    let rng = &mut SmallRng::seed_from_u64(3);
+    let place = Place {
+        region: Some(1),
+        zone: 0,
+        rack: 0,
+        host: 7,
+    };
+    // The second instance already lists peer 1, so it numbers peer 2 as 2;
+    // the first, empty, numbers it 1.
+    engines[1].announce(&request(1, &place, false, 0), now, rng);
+    for engine in &engines {
+        engine.announce(&request(2, &place, false, 0), now, rng);
+    }
+    let first = drained(&engines[0], now, rng);
+    let second = drained(&engines[1], now, rng);
+    let numbers = |changes: &[PeerChange]| -> Vec<(PeerId, u32)> {
+        let mut numbers: Vec<_> = changes
+            .iter()
+            .map(|change| (change.peer.id, change.peer.join_seq))
+            .collect();
+        numbers.sort_by_key(|(id, _)| id.0);
+        numbers
+    };
+    assert_eq!(numbers(&first), [(peer_id(2), 1)]);
+    assert_eq!(numbers(&second), [(peer_id(1), 1), (peer_id(2), 2)]);
+    engines[1].apply(&first, now);
+    engines[0].apply(&second, now);
+    assert_eq!(
+        numbers(&drained(&engines[1], now, rng)),
+        [(peer_id(2), 1)],
+        "the second instance writes back the lower number"
+    );
+    assert!(drained(&engines[0], now, rng).is_empty(), "no echo");
+    let listing = |engine: &Engine| {
+        let mut peers = engine.export_swarm(&TORRENT, now).expect("listed").peers;
+        peers.sort_by_key(|peer| peer.id.0);
+        peers
+            .iter()
+            .map(|peer| (peer.id, peer.join_seq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listing(&engines[0]), [(peer_id(1), 1), (peer_id(2), 1)]);
+    assert_eq!(listing(&engines[0]), listing(&engines[1]));
+}
