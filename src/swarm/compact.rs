@@ -161,6 +161,18 @@ impl CompactSet {
         }
     }
 
+    /// Checks that seeders come first and the leechers are in join order.
+    #[cfg(test)]
+    pub(super) fn check_order(&self) {
+        let seeders = self.seeders();
+        assert!(!self.entries[seeders..].iter().any(Entry::seeder));
+        let keys: Vec<JoinKey> = self.entries[seeders..].iter().map(Entry::key).collect();
+        assert!(
+            keys.is_sorted(),
+            "a compact set's leechers out of join order"
+        );
+    }
+
     #[cfg(test)]
     fn has_completed(&self, id: &PeerId) -> bool {
         self.position(id)

@@ -1320,16 +1320,20 @@ impl Engine {
         }
     }
 
-    /// Checks every locality index against its entries; returns how many sets are indexed.
+    /// Checks every locality index against its entries, and every set's
+    /// leechers' join order; returns how many sets are indexed.
     pub(super) fn check_indexes(&self) -> usize {
         let mut indexed = 0;
         for shard in self.shards.iter() {
             for swarm in shard.lock().swarms.values() {
-                if let Peers::Full(sets) = &swarm.peers {
-                    sets.v4.check_index();
-                    sets.v6.check_index();
-                    indexed +=
-                        usize::from(sets.v4.is_indexed()) + usize::from(sets.v6.is_indexed());
+                match &swarm.peers {
+                    Peers::Full(sets) => {
+                        sets.v4.check_index();
+                        sets.v6.check_index();
+                        indexed +=
+                            usize::from(sets.v4.is_indexed()) + usize::from(sets.v6.is_indexed());
+                    }
+                    Peers::Compact(set) => set.check_order(),
                 }
             }
         }
