@@ -10,8 +10,10 @@
 //!   `http.header_read_timeout` of its first byte (of the accept, for the
 //!   first request), which cuts off clients that trickle header bytes.
 //! - **Idle timeout**: a keep-alive connection waits `http.idle_timeout` for
-//!   its next request, then closes; a client that does not read its response
-//!   is cut off after the same time.
+//!   its next request, then closes; a client that stops reading its response
+//!   is cut off once no write sent a byte for that long. A long response
+//!   read as it comes (a web seed's layer over a slow link) is never cut:
+//!   the deadline counts from the last write.
 //!
 //! The timeouts follow Go's `ReadHeaderTimeout`/`IdleTimeout` split: hyper's
 //! own header timer starts when the connection goes idle, which would make
@@ -24,6 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -62,10 +65,38 @@ enum Phase {
 }
 
 /// A socket that tells the connection's phase when the next request's
-/// first byte arrives.
+/// first byte arrives, and counts the writes that made progress.
 struct PhaseIo {
     stream: TcpStream,
     phase: Arc<watch::Sender<Phase>>,
+    /// When a write last sent bytes: the idle deadline counts from it.
+    written: Arc<LastWrite>,
+}
+
+/// When a connection's last write sent bytes, as nanoseconds since it was
+/// accepted: a clock read and a relaxed store per write, and no wake-up
+/// (the deadline reads it only when its timer fires).
+struct LastWrite {
+    accepted: std::time::Instant,
+    nanos: AtomicU64,
+}
+
+impl LastWrite {
+    fn new() -> Self {
+        Self {
+            accepted: std::time::Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let nanos = u64::try_from(self.accepted.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> std::time::Instant {
+        self.accepted + Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
 }
 
 impl AsyncRead for PhaseIo {
@@ -89,7 +120,11 @@ impl AsyncWrite for PhaseIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(sent)) if sent > 0) {
+            self.written.mark();
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -102,9 +137,14 @@ impl AsyncWrite for PhaseIo {
 }
 
 /// Resolves when the connection has stayed in one phase past that phase's
-/// limit (a response that the client does not read keeps it idle, so the
-/// idle limit covers that too).
-async fn deadline(mut phase: watch::Receiver<Phase>, timeouts: ConnectionTimeouts) -> &'static str {
+/// limit. A response is written in the idle phase, so the idle limit counts
+/// from the last write that sent bytes: it cuts off a client that stops
+/// reading a response, never one that reads a long one as it comes.
+async fn deadline(
+    mut phase: watch::Receiver<Phase>,
+    timeouts: ConnectionTimeouts,
+    written: Arc<LastWrite>,
+) -> &'static str {
     loop {
         let current = *phase.borrow_and_update();
         let limit = match current {
@@ -119,11 +159,21 @@ async fn deadline(mut phase: watch::Receiver<Phase>, timeouts: ConnectionTimeout
                 }
             }
             Some((limit, what)) => {
-                tokio::select! {
-                    () = tokio::time::sleep(limit) => return what,
-                    changed = phase.changed() => {
-                        if changed.is_err() {
-                            std::future::pending::<()>().await;
+                let mut until = tokio::time::Instant::now() + limit;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {
+                            let quiet_until = written.at() + limit;
+                            if current != Phase::Idle || quiet_until <= std::time::Instant::now() {
+                                return what;
+                            }
+                            until = quiet_until.into();
+                        }
+                        changed = phase.changed() => {
+                            if changed.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                            break;
                         }
                     }
                 }
@@ -194,9 +244,11 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let (phase, watched) = watch::channel(Phase::Reading);
     let phase = Arc::new(phase);
+    let written = Arc::new(LastWrite::new());
     let io = PhaseIo {
         stream,
         phase: phase.clone(),
+        written: written.clone(),
     };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
@@ -220,7 +272,7 @@ async fn serve_connection(
     };
     tokio::select! {
         result = connection.as_mut() => log_end(result, remote),
-        what = deadline(watched, timeouts) => {
+        what = deadline(watched, timeouts, written) => {
             // Dropping the connection closes the socket.
             tracing::debug!(%remote, "HTTP connection closed: {what} timeout");
         }
@@ -234,5 +286,111 @@ async fn serve_connection(
 fn log_end(result: Result<(), hyper::Error>, remote: SocketAddr) {
     if let Err(error) = result {
         tracing::debug!(%remote, %error, "HTTP connection closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{Body, Bytes};
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const CHUNK: usize = 64 * 1024;
+
+    /// A listener on loopback whose `/stream` sends `chunks` chunks of 64 KiB,
+    /// `gap` apart, with `idle` as the idle timeout; and its stop switch.
+    async fn streaming(
+        idle: Duration,
+        chunks: usize,
+        gap: Duration,
+    ) -> (SocketAddr, watch::Sender<bool>) {
+        let router = Router::new().route(
+            "/stream",
+            get(move || async move {
+                let stream = futures_util::stream::unfold(0, move |sent| async move {
+                    if sent == chunks {
+                        return None;
+                    }
+                    if sent > 0 {
+                        tokio::time::sleep(gap).await;
+                    }
+                    Some((Ok::<_, io::Error>(Bytes::from(vec![b'x'; CHUNK])), sent + 1))
+                });
+                Body::from_stream(stream)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut settings = HttpSettings::from_config(&crate::config::Config::default());
+        settings.timeouts = ConnectionTimeouts {
+            header_read: Duration::from_secs(5),
+            idle,
+        };
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(
+            listener,
+            router,
+            Arc::new(ArcSwap::from_pointee(settings)),
+            16,
+            metrics::Counter::noop(),
+            stopped,
+        ));
+        (addr, stop)
+    }
+
+    /// Asks for `/stream` and returns the connection, its request sent.
+    async fn ask(addr: SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /stream HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        stream
+    }
+
+    /// Reads what is left until the server closes; bounded in time.
+    async fn rest(stream: &mut TcpStream) -> usize {
+        let mut bytes = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut bytes))
+            .await
+            .expect("the server closes the connection")
+            .map_or(bytes.len(), |_| bytes.len())
+    }
+
+    /// A response whose body takes longer than the idle timeout to stream,
+    /// to a client that reads it as it comes, is sent whole: the idle
+    /// deadline counts from the last progress, not from the response's
+    /// headers (a web seed's big layer over a slow link).
+    #[tokio::test]
+    async fn a_long_response_read_as_it_comes_is_sent_whole() {
+        let chunks = 12;
+        let (addr, _stop) = streaming(
+            Duration::from_millis(500),
+            chunks,
+            Duration::from_millis(100),
+        )
+        .await;
+        let mut stream = ask(addr).await;
+        let received = rest(&mut stream).await;
+        assert!(received > chunks * CHUNK, "cut short: {received} bytes");
+    }
+
+    /// A client that stops reading a response is cut off: the idle deadline
+    /// runs out while its writes make no progress.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_off() {
+        let chunks = 512;
+        let (addr, _stop) = streaming(Duration::from_millis(200), chunks, Duration::ZERO).await;
+        let mut stream = ask(addr).await;
+        let mut first = vec![0; CHUNK];
+        stream
+            .read_exact(&mut first)
+            .await
+            .expect("the response starts");
+        // The client stands still for 15 idle timeouts, then reads on.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let received = CHUNK + rest(&mut stream).await;
+        assert!(received < chunks * CHUNK, "never cut: {received} bytes");
     }
 }
