@@ -305,7 +305,8 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// How long a connection may sit without a request (before the first
-    /// byte of the next one) before it is closed.
+    /// byte of the next one), or a response without a byte written, before
+    /// it is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Most HTTP connections open at once; more are closed on accept.
@@ -644,7 +645,9 @@ trusted_proxies = []
 # Time a client has, once it starts a request, to send all of its headers
 # (slow-header clients are cut off here).
 header_read_timeout = "5s"
-# How long a keep-alive connection may wait for its next request.
+# How long a keep-alive connection may wait for its next request, and a
+# response may go without a byte written (a client that stops reading is cut
+# off; one reading a long response as it comes never is).
 idle_timeout = "30s"
 # Most HTTP connections open at once; past it new ones are closed at once
 # (counted as swarmgate_limit_hits_total{limit="http_connections"}). Keep the

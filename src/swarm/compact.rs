@@ -121,7 +121,7 @@ impl CompactSet {
         position_of(&self.entries, id)
     }
 
-    /// The listed peer with this id: address, seeder, completed, expiry, joined.
+    /// The listed peer with this id: address, seeder, completed, expiry, join sequence number.
     pub(super) fn get(&self, id: &PeerId) -> Option<(SocketAddrV4, bool, bool, u32, u32)> {
         let entry = self.entries.get(self.position(id)?)?;
         Some((
@@ -318,7 +318,7 @@ impl CompactSet {
         }
     }
 
-    /// Calls `f(seeder, addr, id, expires_at, completed, joined)` for every peer.
+    /// Calls `f(seeder, addr, id, expires_at, completed, join_seq)` for every peer.
     pub(super) fn for_each(&self, mut f: impl FnMut(bool, SocketAddrV4, &PeerId, u32, bool, u32)) {
         for entry in self.entries.iter() {
             f(

@@ -68,10 +68,11 @@ pub struct HandoutPolicy {
     /// Guard 2: this percentage of the slots goes to tiers beyond the
     /// nearest ones that could fill the reply, so groups stay connected (0 disables).
     pub spill_percent: u8,
-    /// Guard 3: only the first this many leechers of a region (in the
-    /// order they joined), and one in four after them, take links to other
-    /// regions; the rest are handed no far peers and are handed to no far
-    /// announcer, unless their download stalled (0 disables).
+    /// Guard 3: only the first this many leechers of a region (in join
+    /// sequence order, the same on every instance of a cluster), and those
+    /// `bridgehead_every` picks after them, take links to other regions;
+    /// the rest are handed no far peers and are handed to no far announcer,
+    /// unless their download stalled (0 disables).
     pub bridgeheads: usize,
     /// Past the first `bridgeheads`, one leecher in this many of a region
     /// links regions too (0: none past the first). Entry points in

@@ -584,7 +584,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
             .copied()
     }
 
-    /// The listed peer with this id: address, seeder, completed, expiry, joined.
+    /// The listed peer with this id: address, seeder, completed, expiry, join sequence number.
     pub(super) fn get(&self, id: &PeerId) -> Option<(A, bool, bool, u32, u32)> {
         let slot = self.find(id)?;
         let peers = &self.roles[slot.role()];
@@ -915,7 +915,7 @@ impl<A: Copy + Into<SocketAddr>> PeerSet<A> {
         peers.len() - kept
     }
 
-    /// Calls `f(seeder, addr, locality, id, expires_at, completed, joined)`
+    /// Calls `f(seeder, addr, locality, id, expires_at, completed, join_seq)`
     /// for every peer, seeders first.
     #[allow(clippy::type_complexity)]
     pub(super) fn for_each(&self, mut f: impl FnMut(bool, A, &Locality, &PeerId, u32, bool, u32)) {
