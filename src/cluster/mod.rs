@@ -618,11 +618,15 @@ fn listed(info_hash: InfoHash, peer: StoredPeer) -> PeerChange {
 }
 
 /// Whether Redis already lists `local` as this instance does (expiries
-/// within a second: the two sides round separately).
+/// within a second: the two sides round separately). A join sequence number
+/// that differs (this instance's is lower, or Redis's value predates
+/// numbers) is written back, so Redis holds the number every instance
+/// settles on.
 fn same_listing(redis: &StoredPeer, local: &StoredPeer) -> bool {
     redis.addr == local.addr
         && redis.seeder == local.seeder
         && redis.completed == local.completed
+        && redis.join_seq == local.join_seq
         && local.remaining_secs <= redis.remaining_secs.saturating_add(1)
 }
 
@@ -643,4 +647,31 @@ fn unix_micros() -> u64 {
         .map_or(0, |since| {
             u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_writes_back_a_lower_or_missing_join_sequence() {
+        let local = StoredPeer {
+            id: crate::bittorrent::PeerId([1; 20]),
+            addr: "10.0.0.1:6881".parse().expect("address"),
+            seeder: false,
+            completed: false,
+            remaining_secs: 100,
+            join_seq: 5,
+        };
+        assert!(same_listing(&local, &local));
+        let later = StoredPeer {
+            remaining_secs: 101,
+            ..local
+        };
+        assert!(same_listing(&later, &local), "expiries within a second");
+        for join_seq in [7, 0] {
+            let redis = StoredPeer { join_seq, ..local };
+            assert!(!same_listing(&redis, &local), "Redis holds {join_seq}");
+        }
+    }
 }
