@@ -210,6 +210,17 @@ impl RedisProcess {
     }
 
     /// Starts `command` (its output discarded) as the server on `port`.
+    /// [`RedisProcess::spawn`], then waits until it answers `PING` (plain TCP).
+    fn spawn_answering(command: Command, port: u16, dir: PathBuf) -> Self {
+        let mut server = Self::spawn(command, port, dir);
+        server.wait_until(
+            |reply| reply.starts_with("+PONG"),
+            &["PING"],
+            "answers PING",
+        );
+        server
+    }
+
     fn spawn(mut command: Command, port: u16, dir: PathBuf) -> Self {
         let child = command
             .stdout(Stdio::null())
@@ -264,13 +275,7 @@ impl RedisProcess {
         .expect("sentinel.conf");
         let mut command = Command::new("redis-server");
         command.arg(&conf).arg("--sentinel");
-        let mut sentinel = Self::spawn(command, port, dir);
-        sentinel.wait_until(
-            |reply| reply.starts_with("+PONG"),
-            &["PING"],
-            "answers PING",
-        );
-        sentinel
+        Self::spawn_answering(command, port, dir)
     }
 
     /// `redis-cli` with `args` against this server, its stdout.
@@ -316,13 +321,7 @@ impl RedisProcess {
                 "2000",
             ]);
         }
-        let mut server = Self::spawn(command, port, dir);
-        server.wait_until(
-            |reply| reply.starts_with("+PONG"),
-            &["PING"],
-            "answers PING",
-        );
-        server
+        Self::spawn_answering(command, port, dir)
     }
 
     /// `redis://127.0.0.1:PORT`.
